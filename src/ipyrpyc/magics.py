@@ -1,0 +1,397 @@
+"""``%rpyc_connect`` and its family."""
+
+from __future__ import annotations
+
+import html
+import math
+import shlex
+import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from IPython.core.error import UsageError
+from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+from traitlets import Bool, Float, Int, List as ListTrait, TraitError, Unicode, validate
+
+from .session import (
+    ConnectError,
+    Session,
+    Target,
+    check_identifier,
+    parse_address,
+    parse_modules,
+    parse_port,
+)
+
+_MISSING = object()
+
+
+def _parse(magic: Callable, line: str) -> Any:
+    """Parse a magic's argument string; every mistake is a one-line ``UsageError``."""
+    try:
+        argv = shlex.split(line)
+    except ValueError as e:
+        raise UsageError(f"{magic.__name__}: cannot parse arguments: {e}") from None
+    parser = magic.parser  # set by @magic_arguments
+    return parser.parse_args(argv)
+
+
+def _warn(message: str) -> None:
+    print(f"ipyrpyc: {message}", file=sys.stderr, flush=True)
+
+
+class Registry:
+    """The open sessions of one shell, and the names they own in its namespace."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.sessions: Dict[str, Session] = {}
+
+    @property
+    def user_ns(self) -> Dict[str, Any]:
+        return self.shell.user_ns
+
+    def owner_of(self, name: str, value: Any) -> Optional[Session]:
+        for s in self.sessions.values():
+            if s.injected.get(name, _MISSING) is value:
+                return s
+        return None
+
+    def can_bind(self, name: str) -> bool:
+        value = self.user_ns.get(name, _MISSING)
+        return value is _MISSING or self.owner_of(name, value) is not None
+
+    def bind(self, session: Session, name: str, value: Any, force: bool) -> bool:
+        """Bind ``name``; a user's own variable is only replaced with ``force``."""
+        current = self.user_ns.get(name, _MISSING)
+        owner = None if current is _MISSING else self.owner_of(name, current)
+        if current is not _MISSING and owner is None and not force:
+            return False
+        if owner is not None and owner is not session:
+            del owner.injected[name]
+        self.user_ns[name] = value
+        session.injected[name] = value
+        return True
+
+    def inject(self, session: Session, force: bool) -> Tuple[List[str], List[str]]:
+        """Bind the connection and its modules; returns (bound, skipped) names."""
+        bound: List[str] = []
+        skipped: List[str] = []
+        if self.bind(session, session.name, session.conn, force):
+            bound.append(session.name)
+        else:
+            skipped.append(session.name)
+            _warn(f"{session.name!r} is your own variable: left it alone (use --force to replace it)")
+        for local, module in session.modules:
+            if not force and not self.can_bind(local):
+                skipped.append(local)
+                _warn(f"{local!r} is your own variable: left it alone (use --force or --prefix)")
+                continue
+            try:
+                value = session.conn.modules[module]
+            except Exception as e:
+                skipped.append(local)
+                _warn(f"cannot import {module} on the server ({type(e).__name__}): {local} not injected")
+                continue
+            self.bind(session, local, value, force)
+            bound.append(local)
+        return bound, skipped
+
+    def uninject(self, session: Session) -> List[str]:
+        """Remove the names this session still owns; a reassigned name stays the user's."""
+        removed = []
+        for name, value in list(session.injected.items()):
+            if self.user_ns.get(name, _MISSING) is value:
+                del self.user_ns[name]
+                removed.append(name)
+        session.injected.clear()
+        return removed
+
+    def close(self, session: Session) -> List[str]:
+        removed = self.uninject(session)
+        session.close()
+        self.sessions.pop(session.name, None)
+        return removed
+
+    def close_all(self) -> None:
+        for session in list(self.sessions.values()):
+            self.close(session)
+
+
+class ConnectionTable:
+    """What ``%rpyc_connections`` shows: HTML in notebooks, text in terminals."""
+
+    columns = ("name", "address", "state", "latency", "server", "injected", "trusted")
+
+    def __init__(self, rows: List[Tuple[str, ...]]) -> None:
+        self.rows = rows
+
+    def __repr__(self) -> str:
+        if not self.rows:
+            return "No open rpyc connections."
+        table = [self.columns, *self.rows]
+        widths = [max(len(r[i]) for r in table) for i in range(len(self.columns))]
+        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
+        lines.insert(1, "  ".join("-" * w for w in widths))
+        return "\n".join(lines)
+
+    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
+        p.text(repr(self))
+
+    def _repr_html_(self) -> str:
+        if not self.rows:
+            return "<p>No open rpyc connections.</p>"
+        head = "".join(f"<th>{c}</th>" for c in self.columns)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self.rows
+        )
+        return f'<table class="ipyrpyc-connections"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
+
+
+@magics_class
+class RpycMagics(Magics):
+    """Open, inspect and close RPyC classic connections from IPython."""
+
+    host = Unicode("", help="Default server for %rpyc_connect; empty starts the embedded local server.").tag(
+        config=True
+    )
+    port = Int(0, help="Default TCP port; 0 means rpyc's: 18812, or 18821 with --ssl.").tag(config=True)
+    timeout = Float(30.0, help="Seconds a remote call may take before it fails (rpyc's sync_request_timeout).").tag(
+        config=True
+    )
+    connect_timeout = Float(5.0, help="Seconds to wait for a server while connecting.").tag(config=True)
+    modules = ListTrait(
+        Unicode(), default_value=["sys", "os"], help="Remote modules to inject; 'alias=module' renames one."
+    ).tag(config=True)
+    prefix = Unicode("r", help="Prefix of injected module names: 'r' gives rsys, ros.").tag(config=True)
+    trust = Bool(
+        False,
+        help="Expose this kernel to the server (rpyc's full-duplex ClassicService). Off: the server "
+        "cannot import modules or run code in the kernel.",
+    ).tag(config=True)
+
+    @validate("timeout", "connect_timeout")
+    def _positive(self, proposal: Any) -> float:
+        value = proposal["value"]
+        if not (value > 0 and math.isfinite(value)):
+            raise TraitError(f"{proposal['trait'].name} must be a positive number of seconds")
+        return value
+
+    @validate("port")
+    def _valid_port(self, proposal: Any) -> int:
+        value = proposal["value"]
+        if value == 0:
+            return 0
+        try:
+            return parse_port(value)
+        except ValueError as e:
+            raise TraitError(str(e)) from None
+
+    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+        super().__init__(shell=shell, **kwargs)
+        self.registry = Registry(shell)
+
+    # -- helpers -----------------------------------------------------------------------------
+    def _session(self, name: Optional[str]) -> Session:
+        sessions = self.registry.sessions
+        if name is None:
+            if len(sessions) == 1:
+                return next(iter(sessions.values()))
+            if not sessions:
+                raise UsageError("no rpyc connection is open; open one with %rpyc_connect")
+            raise UsageError(f"several connections are open ({', '.join(sessions)}): name one")
+        if name not in sessions:
+            known = ", ".join(sessions) or "none"
+            raise UsageError(f"no connection named {name!r} (open: {known})")
+        return sessions[name]
+
+    def _target(self, args: Any) -> Target:
+        host: Optional[str] = self.host or None
+        port: Optional[int] = None
+        if args.address is not None:
+            try:
+                host, port = parse_address(args.address)
+            except ValueError as e:
+                raise UsageError(str(e)) from None
+        if args.port is not None:
+            try:
+                p = parse_port(args.port)
+            except ValueError as e:
+                raise UsageError(f"--port: {e}") from None
+            if port is not None and port != p:
+                raise UsageError(f"the address says port {port} but --port says {p}")
+            port = p
+        if host is not None and port is None and self.port:
+            port = self.port
+        timeout = self.timeout
+        if args.timeout is not None:
+            if not (args.timeout > 0 and math.isfinite(args.timeout)):
+                raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+            timeout = args.timeout
+        tls = args.ssl or bool(args.certfile or args.ca_certs or args.keyfile)
+        if args.keyfile and not args.certfile:
+            raise UsageError("--keyfile needs --certfile")
+        if args.ssh is not None:
+            user, _, hostport = args.ssh.rpartition("@")
+            try:
+                parse_address(hostport)
+            except ValueError as e:
+                raise UsageError(f"--ssh expects [USER@]HOST[:PORT]: {e}") from None
+            if tls:
+                raise UsageError("--ssh and --ssl cannot be combined: the SSH tunnel already encrypts")
+        if host is None and args.ssh is None:
+            if tls:
+                raise UsageError("--ssl needs a HOST: the embedded server is reached over a private local socket")
+            if port is not None:
+                raise UsageError("--port needs a HOST (without one, the embedded server is started)")
+        return Target(
+            host=host,
+            port=port,
+            ssl=tls,
+            keyfile=args.keyfile,
+            certfile=args.certfile,
+            ca_certs=args.ca_certs,
+            ssh=args.ssh,
+            trust=bool(args.trust or self.trust),
+            timeout=timeout,
+            connect_timeout=min(self.connect_timeout, timeout),
+        )
+
+    # -- magics ------------------------------------------------------------------------------
+    @magic_arguments()
+    @argument("address", nargs="?", metavar="HOST[:PORT]",
+              help="server to connect to; without it an embedded local server is started")
+    @argument("--port", "-p", help="TCP port (default 18812, 18821 with --ssl)")
+    @argument("--name", "-n", help="name of the connection and of its variable (default: conn)")
+    @argument("--timeout", "-t", type=float, help="seconds a remote call may take (default: RpycMagics.timeout)")
+    @argument("--ssl", action="store_true", help="connect with SSL, verifying the server's certificate")
+    @argument("--keyfile", help="client private key (PEM), with --certfile")
+    @argument("--certfile", help="client certificate (PEM), for servers that require one")
+    @argument("--ca-certs", help="CA bundle that signed the server's certificate (default: the system's)")
+    @argument("--ssh", metavar="[USER@]HOST[:PORT]",
+              help="tunnel through SSH; HOST:PORT is then as seen from the SSH host (default localhost)")
+    @argument("--modules", "-m", help='remote modules to inject, e.g. "sys os np=numpy" (default: RpycMagics.modules)')
+    @argument("--prefix", help="prefix of the injected module names (default: r, giving rsys, ros)")
+    @argument("--no-inject", action="store_true", help="bind only the connection, no modules")
+    @argument("--force", action="store_true", help="replace existing variables and a connection of the same name")
+    @argument("--trust", action="store_true",
+              help="let the server import modules and run code in this kernel (off by default)")
+    @line_magic
+    def rpyc_connect(self, line: str = "") -> None:
+        """Open an RPyC classic connection and bind it (and remote modules) to variables.
+
+        Without HOST an embedded classic server is started on a private local
+        socket; it stops with the connection or the kernel. The connection is
+        bound to ``conn`` (or ``--name``); ``sys`` and ``os`` of the server are
+        bound to ``rsys`` and ``ros``. Variables of yours are never replaced
+        without ``--force``. The server cannot reach into this kernel unless you
+        pass ``--trust``.
+
+        Examples::
+
+            %rpyc_connect
+            %rpyc_connect lab-pc:18812 --name lab --timeout 10
+            %rpyc_connect [::1]:18812 --modules "sys os np=numpy"
+            %rpyc_connect gpu-box --ssl --ca-certs ca.pem
+        """
+        args = _parse(self.rpyc_connect, line)
+        name = args.name or "conn"
+        prefix = self.prefix if args.prefix is None else args.prefix
+        try:
+            check_identifier(name, "--name")
+            if prefix and not prefix.isidentifier():
+                raise ValueError(f"--prefix must start a Python identifier, not {prefix!r}")
+            spec = " ".join(self.modules) if args.modules is None else args.modules
+            modules = [(check_identifier(prefix + alias, "an injected name"), mod) for alias, mod in parse_modules(spec)]
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        target = self._target(args)
+        old = self.registry.sessions.get(name)
+        if old is not None and not args.force:
+            raise UsageError(
+                f"a connection named {name!r} is open ({old.address}): "
+                f"use %rpyc_reconnect {name}, --name, or --force"
+            )
+        if old is None and not args.force and not self.registry.can_bind(name):
+            raise UsageError(f"{name!r} is already a variable of yours: choose --name or pass --force")
+        session = Session(name, target, modules if not args.no_inject else [])
+        try:
+            session.open()
+        except ConnectError as e:
+            session.close()
+            raise UsageError(str(e)) from None
+        if old is not None:
+            self.registry.close(old)
+        self.registry.sessions[name] = session
+        bound, _ = self.registry.inject(session, args.force)
+        modules_bound = [b for b in bound if b != name]
+        injected = f"; injected {', '.join(modules_bound)}" if modules_bound else ""
+        trusted = " [trusted: the server can run code in this kernel]" if target.trust else ""
+        as_name = f" as {name}" if name in bound else f" (not bound: {name!r} is yours)"
+        print(f"Connected to {session.summary()}{as_name}{injected}{trusted}")
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="connection to close (default: the only one)")
+    @argument("--all", action="store_true", help="close every connection")
+    @line_magic
+    def rpyc_disconnect(self, line: str = "") -> None:
+        """Close a connection, remove the names it injected and stop its embedded server.
+
+        Usage: ``%rpyc_disconnect [NAME | --all]``
+        """
+        args = _parse(self.rpyc_disconnect, line)
+        if args.all:
+            if args.name:
+                raise UsageError("give a NAME or --all, not both")
+            sessions = list(self.registry.sessions.values())
+            if not sessions:
+                print("No open rpyc connections.")
+        else:
+            if args.name is None and not self.registry.sessions:
+                print("No open rpyc connections.")
+                return
+            sessions = [self._session(args.name)]
+        for session in sessions:
+            removed = self.registry.close(session)
+            gone = f"; removed {', '.join(removed)}" if removed else ""
+            print(f"Disconnected {session.name} ({session.address}){gone}")
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="connection to reopen (default: the only one)")
+    @line_magic
+    def rpyc_reconnect(self, line: str = "") -> None:
+        """Open a fresh connection to the same place and re-bind its names.
+
+        The embedded server is restarted if it died. Usage: ``%rpyc_reconnect [NAME]``
+        """
+        args = _parse(self.rpyc_reconnect, line)
+        session = self._session(args.name)
+        try:
+            session.reopen()
+        except ConnectError as e:
+            raise UsageError(f"{session.name}: {e}") from None
+        # The old netrefs are still "ours", so rebinding replaces exactly the names we own.
+        bound, _ = self.registry.inject(session, False)
+        print(f"Reconnected {session.name} to {session.summary()}; bound {', '.join(bound) or 'nothing'}")
+
+    @magic_arguments()
+    @line_magic
+    def rpyc_connections(self, line: str = "") -> ConnectionTable:
+        """List the open connections: name, address, state, latency, server, injected names, trust."""
+        _parse(self.rpyc_connections, line)
+        rows = []
+        for s in self.registry.sessions.values():
+            state, latency = s.state()
+            rows.append(
+                (
+                    s.name,
+                    s.address,
+                    state,
+                    f"{latency * 1000:.1f} ms" if latency is not None else "-",
+                    f"Python {s.remote_python}, pid {s.remote_pid}, {s.remote_host}",
+                    ", ".join(n for n in s.injected if self.registry.user_ns.get(n, _MISSING) is s.injected[n])
+                    or "-",
+                    "yes" if s.target.trust else "no",
+                )
+            )
+        return ConnectionTable(rows)

@@ -1,0 +1,245 @@
+"""Real components for the tests: stock classic servers, kernels and shells.
+
+Every process a fixture starts is stopped in its finalizer, and the finalizer
+checks that it is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Iterator, List, Optional
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+STARTUP_TIMEOUT = 20.0
+
+
+def pid_alive(pid: int) -> bool:
+    """True while ``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (FileNotFoundError, ProcessLookupError, IndexError):
+        return False
+
+
+def wait_until(predicate, timeout: float = 10.0, interval: float = 0.05) -> bool:
+    """Poll ``predicate`` for at most ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def children_of(pid: int) -> List[int]:
+    """Every live process whose parent is ``pid`` (Linux /proc)."""
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid and fields[0] != "Z":
+            out.append(int(entry))
+    return out
+
+
+class StockServer:
+    """``rpyc_classic`` from the installed rpyc (nothing of ours) on 127.0.0.1, free port."""
+
+    def __init__(self, *extra: str) -> None:
+        exe = shutil.which("rpyc_classic", path=os.path.dirname(sys.executable)) or shutil.which("rpyc_classic")
+        assert exe, "rpyc_classic is not installed"
+        self.proc = subprocess.Popen(
+            [sys.executable, exe, "--host", "127.0.0.1", "--port", "0", *extra],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.host = "127.0.0.1"
+        self.port = self._read_port()
+
+    def _read_port(self) -> int:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        assert self.proc.stderr is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stderr.readline()
+            if not line:
+                break
+            m = re.search(r"server started on \[[^\]]*\]:(\d+)", line)
+            if m:
+                # keep draining the log so the server never blocks on a full pipe
+                import threading
+
+                threading.Thread(target=self.proc.stderr.read, daemon=True).start()
+                return int(m.group(1))
+        self.stop()
+        raise RuntimeError("rpyc_classic did not start")
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    @property
+    def address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        assert not pid_alive(self.proc.pid)
+
+
+@pytest.fixture
+def classic_server() -> Iterator[StockServer]:
+    """A stock ``rpyc_classic`` server on a free loopback port."""
+    server = StockServer()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def shell():
+    """A clean terminal-style ``InteractiveShell`` with ipyrpyc loaded; unloaded afterwards."""
+    from IPython.testing.globalipapp import start_ipython
+
+    ip = start_ipython()
+    ip.reset(new_session=False)
+    ip.run_line_magic("load_ext", "ipyrpyc")
+    magics = ip.magics_manager.registry["RpycMagics"]
+    before = set(children_of(os.getpid()))
+    try:
+        yield ip
+    finally:
+        ip.run_line_magic("unload_ext", "ipyrpyc")
+        assert not magics.registry.sessions
+        assert wait_until(lambda: not (set(children_of(os.getpid())) - before), 10), "a server outlived the test"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def kernel_python() -> str:
+    return sys.executable
+
+
+def sigkill(pid: Optional[int]) -> None:
+    if pid is not None and pid_alive(pid):
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+
+
+class CellResult:
+    """What a real kernel sent back for one cell."""
+
+    def __init__(self) -> None:
+        self.stdout = ""
+        self.stderr = ""
+        self.results: List[dict] = []  # execute_result / display_data "data" dicts
+        self.errors: List[dict] = []  # iopub "error" contents
+        self.reply: dict = {}
+
+    @property
+    def status(self) -> str:
+        return self.reply.get("status", "?")
+
+    @property
+    def ename(self) -> Optional[str]:
+        return self.reply.get("ename")
+
+    @property
+    def text(self) -> str:
+        """All text/plain results, joined."""
+        return "\n".join(r.get("text/plain", "") for r in self.results)
+
+    def __repr__(self) -> str:
+        return (f"CellResult(status={self.status!r}, ename={self.ename!r}, stdout={self.stdout!r}, "
+                f"stderr={self.stderr!r}, results={self.results!r}, errors={self.errors!r})")
+
+
+def execute(kc, code: str, timeout: float = 60.0) -> CellResult:
+    """Run ``code`` in the kernel behind ``kc`` and collect everything it sends back."""
+    res = CellResult()
+    msg_id = kc.execute(code)
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"cell did not finish in {timeout} s: {code!r}")
+        msg = kc.get_iopub_msg(timeout=left)
+        if msg["parent_header"].get("msg_id") != msg_id:
+            continue
+        kind, content = msg["msg_type"], msg["content"]
+        if kind == "stream":
+            if content["name"] == "stdout":
+                res.stdout += content["text"]
+            else:
+                res.stderr += content["text"]
+        elif kind in ("execute_result", "display_data"):
+            res.results.append(content["data"])
+        elif kind == "error":
+            res.errors.append(content)
+        elif kind == "status" and content["execution_state"] == "idle":
+            break
+    res.reply = kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))["content"]
+    return res
+
+
+class Kernel:
+    """A real ipykernel started from the ipyrpyc kernelspec, with its client."""
+
+    def __init__(self, kernel_name: str = "ipyrpyc") -> None:
+        from jupyter_client.manager import start_new_kernel
+
+        self.km, self.kc = start_new_kernel(kernel_name=kernel_name, startup_timeout=STARTUP_TIMEOUT)
+        self.pid: int = self.km.provisioner.process.pid
+
+    def execute(self, code: str, timeout: float = 60.0) -> CellResult:
+        return execute(self.kc, code, timeout)
+
+    def shutdown(self) -> None:
+        try:
+            self.kc.stop_channels()
+        finally:
+            if self.km.is_alive():
+                self.km.shutdown_kernel(now=False)
+            assert wait_until(lambda: not pid_alive(self.pid), 10)
+
+
+@pytest.fixture
+def kernel() -> Iterator[Kernel]:
+    """A real kernel with the extension pre-loaded by the ipyrpyc kernelspec."""
+    k = Kernel()
+    try:
+        yield k
+    finally:
+        k.shutdown()
