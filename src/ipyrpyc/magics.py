@@ -170,6 +170,10 @@ class RpycMagics(Magics):
         "cannot import modules or run code in the kernel.",
     ).tag(config=True)
 
+    ssh_options = ListTrait(
+        Unicode(), help="Extra ssh '-o' options for --ssh, e.g. ['UserKnownHostsFile=~/.ssh/lab_hosts']."
+    ).tag(config=True)
+
     @validate("timeout", "connect_timeout")
     def _positive(self, proposal: Any) -> float:
         value = proposal["value"]
@@ -239,6 +243,8 @@ class RpycMagics(Magics):
                 raise UsageError(f"--ssh expects [USER@]HOST[:PORT]: {e}") from None
             if tls:
                 raise UsageError("--ssh and --ssl cannot be combined: the SSH tunnel already encrypts")
+        if args.ssh_key and args.ssh is None:
+            raise UsageError("--ssh-key needs --ssh")
         if host is None and args.ssh is None:
             if tls:
                 raise UsageError("--ssl needs a HOST: the embedded server is reached over a private local socket")
@@ -252,6 +258,8 @@ class RpycMagics(Magics):
             certfile=args.certfile,
             ca_certs=args.ca_certs,
             ssh=args.ssh,
+            ssh_key=args.ssh_key,
+            ssh_options=list(self.ssh_options),
             trust=bool(args.trust or self.trust),
             timeout=timeout,
             connect_timeout=min(self.connect_timeout, timeout),
@@ -270,6 +278,7 @@ class RpycMagics(Magics):
     @argument("--ca-certs", help="CA bundle that signed the server's certificate (default: the system's)")
     @argument("--ssh", metavar="[USER@]HOST[:PORT]",
               help="tunnel through SSH; HOST:PORT is then as seen from the SSH host (default localhost)")
+    @argument("--ssh-key", metavar="PATH", help="private key for --ssh (default: ssh's own choice)")
     @argument("--modules", "-m", help='remote modules to inject, e.g. "sys os np=numpy" (default: RpycMagics.modules)')
     @argument("--prefix", help="prefix of the injected module names (default: r, giving rsys, ros)")
     @argument("--no-inject", action="store_true", help="bind only the connection, no modules")

@@ -39,8 +39,8 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _watch_parent(fd: int) -> None:
-    """Exit the whole process when the pipe from our parent reaches EOF."""
+def _watch_parent(fd: int, private_dir: Optional[str]) -> None:
+    """Exit the whole process (removing its private directory) when our parent's pipe closes."""
 
     def watch() -> None:
         try:
@@ -48,6 +48,8 @@ def _watch_parent(fd: int) -> None:
                 pass
         except OSError:
             pass
+        if private_dir:
+            shutil.rmtree(private_dir, ignore_errors=True)
         os._exit(0)
 
     threading.Thread(target=watch, name="ipyrpyc-parent-watch", daemon=True).start()
@@ -71,6 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="log errors only")
     p.add_argument("--parent-fd", type=int, help=argparse.SUPPRESS)
     p.add_argument("--ready-fd", type=int, help=argparse.SUPPRESS)
+    p.add_argument("--private-dir", help=argparse.SUPPRESS)
     return p
 
 
@@ -87,7 +90,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.parent_fd is not None:
-        _watch_parent(args.parent_fd)
+        _watch_parent(args.parent_fd, args.private_dir)
     if (args.keyfile or args.ca_certs) and not args.certfile:
         parser.error("--keyfile and --ca-certs need --certfile")
     if args.unix_socket and (args.certfile or args.port is not None):
@@ -175,7 +178,7 @@ class EmbeddedServer:
         log_path = os.path.join(self._dir, "server.log")
         parent_r, self._parent_w = os.pipe()
         ready_r, ready_w = os.pipe()
-        cmd = [sys.executable, "-m", "ipyrpyc", "server", "--quiet",
+        cmd = [sys.executable, "-m", "ipyrpyc", "server", "--quiet", "--private-dir", self._dir,
                "--parent-fd", str(parent_r), "--ready-fd", str(ready_w)]
         unix = hasattr(socket, "AF_UNIX")
         if unix:

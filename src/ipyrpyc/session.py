@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import keyword
+import math
 import socket
 import ssl
 import time
@@ -105,6 +106,8 @@ class Target:
     certfile: Optional[str] = None
     ca_certs: Optional[str] = None
     ssh: Optional[str] = None  # user@host[:port]
+    ssh_key: Optional[str] = None
+    ssh_options: List[str] = dataclasses.field(default_factory=list)
     trust: bool = False
     timeout: Optional[float] = 30.0
     connect_timeout: float = 5.0
@@ -222,13 +225,20 @@ class Session:
         t = self.target
         user, _, hostport = (t.ssh or "").rpartition("@")
         ssh_host, ssh_port = parse_address(hostport)
-        machine = SshMachine(
-            ssh_host,
-            user=user or None,
-            port=ssh_port,
-            ssh_opts=["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, int(t.connect_timeout))}"],
-            connect_timeout=t.connect_timeout,
-        )
+        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, math.ceil(t.connect_timeout))}"]
+        for option in t.ssh_options:
+            opts += ["-o", option]
+        try:
+            machine = SshMachine(
+                ssh_host,
+                user=user or None,
+                port=ssh_port,
+                keyfile=t.ssh_key,
+                ssh_opts=opts,
+                connect_timeout=t.connect_timeout,
+            )
+        except Exception as e:
+            raise ConnectError(f"cannot reach {ssh_host} over ssh: {_reason(e)}") from None
         try:
             with socket.socket() as probe:
                 probe.bind(("127.0.0.1", 0))
