@@ -69,6 +69,7 @@ class Registry:
             return False
         if owner is not None and owner is not session:
             del owner.injected[name]
+            _warn(f"{name} now belongs to connection {session.name!r} (was {owner.name!r})")
         self.user_ns[name] = value
         session.injected[name] = value
         return True
