@@ -5,35 +5,25 @@ Load with ``%load_ext ipyrpyc``, then ``%rpyc_connect [HOST[:PORT]]``.
 
 from __future__ import annotations
 
-import atexit
-from typing import Any
+from typing import Any, Dict
 
 __version__ = "0.1.0"
 
-_MAGICS_CLASS = "RpycMagics"
+_loaded: Dict[int, Any] = {}
 
 
 def load_ipython_extension(ip: Any) -> None:
-    """Register the magics; loading twice is harmless."""
-    from .magics import RpycMagics
+    """Register the magics and hooks; loading twice is harmless."""
+    from .extension import Extension
 
-    if _MAGICS_CLASS in ip.magics_manager.registry:
+    if id(ip) in _loaded:
         return
-    magics = RpycMagics(shell=ip, config=ip.config)
-    ip.register_magics(magics)
-    ip.configurables.append(magics)
-    atexit.register(magics.registry.close_all)
+    ext = _loaded[id(ip)] = Extension(ip)
+    ext.install()
 
 
 def unload_ipython_extension(ip: Any) -> None:
-    """Close our connections, remove the names they injected and every magic we added."""
-    magics = ip.magics_manager.registry.pop(_MAGICS_CLASS, None)
-    if magics is None:
-        return
-    magics.registry.close_all()
-    atexit.unregister(magics.registry.close_all)
-    for kind, table in magics.magics.items():
-        for name in table:
-            ip.magics_manager.magics[kind].pop(name, None)
-    if magics in ip.configurables:
-        ip.configurables.remove(magics)
+    """Close our connections and take back every name, magic and hook we installed."""
+    ext = _loaded.pop(id(ip), None)
+    if ext is not None:
+        ext.uninstall()

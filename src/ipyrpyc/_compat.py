@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import socket
-from typing import Any, Optional
+import weakref
+from typing import Any, Optional, Tuple
 
 import rpyc
 from rpyc.core.stream import SocketStream, TunneledSocketStream
@@ -51,3 +53,174 @@ def connection_of(netref: Any) -> Any:
     except AttributeError:
         return None
     return ref() if callable(ref) else ref
+
+
+# -- remote exceptions ---------------------------------------------------------------------
+from rpyc.core import consts as _consts  # noqa: E402
+from rpyc.core import vinegar as _vinegar  # noqa: E402
+from rpyc.core.protocol import Connection as _Connection  # noqa: E402
+
+RPYC_DIR = os.path.dirname(os.path.abspath(rpyc.__file__))
+
+_HANDLER_NAMES = {
+    getattr(_consts, n): n[len("HANDLE_"):].lower() for n in dir(_consts) if n.startswith("HANDLE_")
+}
+
+
+def remote_tb_text(exc: BaseException) -> Optional[str]:
+    """The server-formatted traceback rpyc attached to ``exc`` (None for local exceptions)."""
+    text = getattr(exc, "_remote_tb", None)
+    return text if isinstance(text, str) else None
+
+
+def is_rpyc_exception_class(cls: type) -> bool:
+    """rpyc's own local subclasses made for remote exceptions (``…<locals>.Derived``)."""
+    return cls in _vinegar._exception_classes_cache.values()
+
+
+_unloadable_classes: dict = {}
+
+
+def unloadable_exception_class(module: str, name: str) -> type:
+    """A stand-in class named like a remote exception type that rpyc cannot rebuild."""
+    fullname = name if module == "builtins" else f"{module}.{name}"
+    cls = _unloadable_classes.get(fullname)
+    if cls is None:
+        base = type(fullname, (_vinegar.GenericException,), {"__module__": f"{_vinegar.__name__}/{module}"})
+        cls = _unloadable_classes[fullname] = _vinegar._get_exception_class(base)
+    return cls
+
+
+def request_in_traceback(tb: Any) -> Optional[Tuple[Any, str, tuple]]:
+    """(proxy, operation, args) of the rpyc request a local traceback went through."""
+    found = None
+    while tb is not None:
+        frame = tb.tb_frame
+        if frame.f_code.co_name in ("syncreq", "asyncreq") and frame.f_code.co_filename.startswith(RPYC_DIR):
+            loc = frame.f_locals
+            found = (loc.get("proxy"), _HANDLER_NAMES.get(loc.get("handler"), "?"), tuple(loc.get("args", ())))
+        tb = tb.tb_next
+    return found
+
+
+def netref_class_name(proxy: Any) -> str:
+    """``builtins.list`` for a netref of a list; no round trip."""
+    try:
+        name_pack = object.__getattribute__(proxy, "____id_pack__")[0]
+        return str(name_pack)
+    except Exception:
+        return type(proxy).__name__
+
+
+def peer_address(conn: Any) -> Optional[str]:
+    try:
+        sock = conn._channel.stream.sock
+        if sock.family == socket.AF_UNIX:
+            return "local socket"
+        host, port = sock.getpeername()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    except Exception:
+        return None
+
+
+class UnboxHook:
+    """Wraps ``Connection._unbox_exc`` for every rpyc connection in this process.
+
+    It records which connection an exception came from and turns rpyc's failure to
+    rebuild a remote exception group into an exception of the remote group's type.
+    """
+
+    def __init__(self, on_exception: Any) -> None:
+        self.on_exception = on_exception
+        self.original: Any = None
+
+    def install(self) -> None:
+        if self.original is not None:
+            return
+        original = self.original = _Connection._unbox_exc
+        hook = self
+
+        def _unbox_exc(conn: Any, raw: Any) -> Any:
+            try:
+                exc = original(conn, raw)
+            except TypeError:
+                exc = _rebuild_unloadable(raw)
+                if exc is None:
+                    raise
+            if isinstance(exc, BaseException):
+                try:
+                    hook.on_exception(exc, conn)
+                except Exception:
+                    pass
+            return exc
+
+        _unbox_exc._ipyrpyc_original = original  # type: ignore[attr-defined]
+        _Connection._unbox_exc = _unbox_exc
+
+    def uninstall(self) -> None:
+        if self.original is not None:
+            _Connection._unbox_exc = self.original
+            self.original = None
+
+
+def _rebuild_unloadable(raw: Any) -> Optional[BaseException]:
+    """rpyc 6 cannot rebuild exception groups (their __new__ needs arguments)."""
+    try:
+        (modname, clsname), args, attrs, tbtext = raw
+    except Exception:
+        return None
+    cls = unloadable_exception_class(modname, clsname)
+    exc = cls.__new__(cls)
+    exc.args = (args[0],) if args and isinstance(args[0], str) else tuple(args)  # a group's message
+    exc._remote_tb = tbtext
+    return exc
+
+
+def fetch_source_lines(conn: Any, places: "list[tuple[str, int]]", timeout: float = 1.5) -> Optional[tuple]:
+    """Server-side ``linecache.getline`` for each (file, line), in one round trip, or None."""
+    expr = "tuple(__import__('linecache').getline(f, n) for f, n in %r)" % (tuple(places),)
+    try:
+        result = rpyc.async_(conn.eval)(expr)
+        result.set_expiry(timeout)
+        lines = result.value
+    except Exception:
+        return None
+    return lines if isinstance(lines, tuple) else None
+
+
+class RequestCounter:
+    """Counts the requests (round trips) this side sends on ``conn`` while active.
+
+    ``count`` leaves out rpyc's fire-and-forget ``del`` messages (garbage collection of
+    netrefs); ``handlers`` names every request, those included.
+
+    >>> with RequestCounter(conn) as rc:
+    ...     rsys.path[0]
+    >>> rc.count
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.count = 0
+        self.handlers: "list[str]" = []
+
+    def __enter__(self) -> "RequestCounter":
+        original = self.conn._send
+
+        def _send(msg: int, seq: int, args: Any) -> Any:
+            if msg == _consts.MSG_REQUEST:
+                handler = args[0] if isinstance(args, tuple) and args else None
+                self.handlers.append(_HANDLER_NAMES.get(handler, "?"))
+                if handler != _consts.HANDLE_DEL:
+                    self.count += 1
+            return original(msg, seq, args)
+
+        self._original = original
+        self.conn._send = _send
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            del self.conn._send
+        except AttributeError:
+            pass

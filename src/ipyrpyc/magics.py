@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Float, Int, List as ListTrait, TraitError, Unicode, validate
+from traitlets import Bool, Enum, Float, Int, List as ListTrait, TraitError, Unicode, validate
 
 from .session import (
     ConnectError,
@@ -54,6 +54,12 @@ class Registry:
     def owner_of(self, name: str, value: Any) -> Optional[Session]:
         for s in self.sessions.values():
             if s.injected.get(name, _MISSING) is value:
+                return s
+        return None
+
+    def session_of(self, conn: Any) -> Optional[Session]:
+        for s in self.sessions.values():
+            if s.conn is conn:
                 return s
         return None
 
@@ -171,6 +177,12 @@ class RpycMagics(Magics):
         "cannot import modules or run code in the kernel.",
     ).tag(config=True)
 
+    traceback = Enum(
+        ["both", "remote", "local", "raw"],
+        default_value="both",
+        help="Remote errors show the remote and the local traceback ('both'), one of them, or "
+        "rpyc's unmodified text ('raw').",
+    ).tag(config=True)
     ssh_options = ListTrait(
         Unicode(), help="Extra ssh '-o' options for --ssh, e.g. ['UserKnownHostsFile=~/.ssh/lab_hosts']."
     ).tag(config=True)

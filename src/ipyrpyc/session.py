@@ -27,6 +27,36 @@ _INFO_EXPR = (
 )
 
 
+# Defined once per connection on the server, in that connection's own namespace.
+_EXEC_HELPER = """
+def __ipyrpyc_exec__(source, filename):
+    import linecache
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    exec(compile(source, filename, "exec"), globals())
+"""
+
+
+class RemoteExecute:
+    """``conn.execute`` that names each piece of code and gives its lines to the server's
+    ``linecache``, so remote tracebacks show the source (a stock server compiles it as
+    ``<string>``, with no source anywhere)."""
+
+    def __init__(self, conn: Any, name: str) -> None:
+        self.conn = conn
+        self.name = name
+        self.original = conn.execute
+        self.count = 0
+        self._helper: Any = None
+
+    def __call__(self, text: str) -> None:
+        """Execute ``text`` in the connection's remote namespace."""
+        if self._helper is None:
+            self.original(f"exec(compile({_EXEC_HELPER!r}, '<ipyrpyc-helper>', 'exec'))")
+            self._helper = self.conn.namespace["__ipyrpyc_exec__"]
+        self.count += 1
+        self._helper(text, f"<{self.name}.execute-{self.count}>")
+
+
 class ConnectError(Exception):
     """Opening a connection failed; the message is one line for the user."""
 
@@ -181,6 +211,7 @@ class Session:
             conn.close()
             raise ConnectError(f"connected to {self.address}, but it is not a classic server: {_reason(e)}") from None
         _compat.set_call_timeout(conn, t.timeout)
+        conn.execute = RemoteExecute(conn, self.name)
         self.conn = conn
         return self
 

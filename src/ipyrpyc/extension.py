@@ -1,0 +1,60 @@
+"""What loading the extension installs into a shell, and how unloading takes it back."""
+
+from __future__ import annotations
+
+import atexit
+import weakref
+from typing import Any
+
+from . import _compat
+from .magics import RpycMagics
+from .tracebacks import ExceptionHook, Origin, ShortMessages
+
+
+class Extension:
+    """The magics and every hook of ipyrpyc in one shell."""
+
+    def __init__(self, shell: Any) -> None:
+        self.shell = shell
+        self.magics = RpycMagics(shell=shell, config=shell.config)
+        self.short_messages = ShortMessages(lambda: self.magics.traceback != "raw")
+        self.unbox_hook = _compat.UnboxHook(self._on_remote_exception)
+        self.exception_hook = ExceptionHook(shell, self._origin_of, lambda: self.magics.traceback)
+
+    def install(self) -> None:
+        self.shell.register_magics(self.magics)
+        if not any(c is self.magics for c in self.shell.configurables):  # Magics.__init__ adds itself
+            self.shell.configurables.append(self.magics)
+        self.unbox_hook.install()
+        self.exception_hook.install()
+        atexit.register(self.magics.registry.close_all)
+
+    def uninstall(self) -> None:
+        self.magics.registry.close_all()
+        atexit.unregister(self.magics.registry.close_all)
+        self.exception_hook.uninstall()
+        self.unbox_hook.uninstall()
+        self.short_messages.restore()
+        manager = self.shell.magics_manager
+        manager.registry.pop(type(self.magics).__name__, None)
+        for kind, table in self.magics.magics.items():
+            for name in table:
+                manager.magics[kind].pop(name, None)
+        self.shell.configurables[:] = [c for c in self.shell.configurables if c is not self.magics]
+
+    def _on_remote_exception(self, exc: BaseException, conn: Any) -> None:
+        """Called by the unbox hook for every exception that arrives over any rpyc connection."""
+        self.short_messages.patch(exc)
+        session = self.magics.registry.session_of(conn)
+        if session is not None:
+            origin = Origin(session.address, session.remote_pid, weakref.ref(conn))
+        else:
+            origin = Origin(_compat.peer_address(conn), None, weakref.ref(conn))
+        exc._ipyrpyc_origin = origin  # type: ignore[attr-defined]
+
+    def _origin_of(self, exc: BaseException) -> Origin:
+        origin = getattr(exc, "_ipyrpyc_origin", None)
+        if isinstance(origin, Origin):
+            return origin
+        self.short_messages.patch(exc)  # arrived before the extension was loaded
+        return Origin()

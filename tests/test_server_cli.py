@@ -1,0 +1,365 @@
+"""``python -m ipyrpyc server`` / ``ipyrpyc-server`` and the embedded server a kernel starts.
+
+Real processes only: every server is started on 127.0.0.1 with a port the OS picks
+(``--port 0``), its pid is recorded, and it is stopped in a ``finally`` that checks it is gone.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import re
+import shutil
+import socket
+import stat
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+from typing import List, Optional, Sequence, Set
+
+import pytest
+import rpyc
+
+from conftest import STARTUP_TIMEOUT, children_of, pid_alive, sigkill, wait_until
+
+@pytest.fixture
+def shell():
+    """conftest's ``shell``, usable more than once per process.
+
+    conftest's version calls ``globalipapp.start_ipython()``, which returns None on every call
+    after the first, so the second test in a run that asks for ``shell`` errors out.
+    """
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
+    from IPython.testing.globalipapp import start_ipython
+
+    start_ipython()
+    ip = TerminalInteractiveShell.instance()
+    ip.reset(new_session=False)
+    ip.run_line_magic("load_ext", "ipyrpyc")
+    magics = ip.magics_manager.registry["RpycMagics"]
+    before = set(children_of(os.getpid()))
+    try:
+        yield ip
+    finally:
+        ip.run_line_magic("unload_ext", "ipyrpyc")
+        assert not magics.registry.sessions
+        assert wait_until(lambda: not (set(children_of(os.getpid())) - before), 10), "a process outlived the test"
+
+
+MODULE_CMD = [sys.executable, "-m", "ipyrpyc", "server"]
+LISTENING = re.compile(r"^ipyrpyc classic server listening on (\S+):(\d+)$")
+
+
+def script_cmd() -> List[str]:
+    exe = shutil.which("ipyrpyc-server", path=os.path.dirname(sys.executable))
+    assert exe, f"the ipyrpyc-server console script is missing from {os.path.dirname(sys.executable)}"
+    return [exe]
+
+
+@pytest.fixture(params=["module", "script"])
+def server_cmd(request) -> List[str]:
+    """``python -m ipyrpyc server`` and the ``ipyrpyc-server`` console script must behave alike."""
+    return MODULE_CMD if request.param == "module" else script_cmd()
+
+
+class ServerProcess:
+    """``python -m ipyrpyc server ARGS`` (or another command) in its own session.
+
+    stdout and stderr are drained by threads into ``stdout_lines`` / ``stderr_lines``, so the
+    server never blocks on a full pipe and every read here is bounded by a timeout.
+    """
+
+    def __init__(self, *args: str, cmd: Sequence[str] = MODULE_CMD) -> None:
+        self.proc = subprocess.Popen(
+            [*cmd, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
+        self.stdout_lines: List[str] = []
+        self.stderr_lines: List[str] = []
+        self._stdout_q: "queue.Queue[Optional[str]]" = queue.Queue()
+        for stream, sink, q in ((self.proc.stdout, self.stdout_lines, self._stdout_q),
+                                (self.proc.stderr, self.stderr_lines, None)):
+            threading.Thread(target=self._pump, args=(stream, sink, q), daemon=True).start()
+        self.host: Optional[str] = None
+        self.port: Optional[int] = None
+
+    @staticmethod
+    def _pump(stream, sink: List[str], q) -> None:
+        for line in stream:
+            sink.append(line.rstrip("\n"))
+            if q is not None:
+                q.put(line.rstrip("\n"))
+        if q is not None:
+            q.put(None)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def wait_listening(self, timeout: float = STARTUP_TIMEOUT) -> int:
+        """Read the ``listening on HOST:PORT`` line; fail (with the server's stderr) if it never comes."""
+        try:
+            line = self._stdout_q.get(timeout=timeout)
+        except queue.Empty:
+            line = None
+        if line is None:
+            self.stop()
+            pytest.fail(f"the server did not report listening; stderr: {self.stderr_lines}")
+        m = LISTENING.match(line)
+        assert m, f"unexpected first line on stdout: {line!r}"
+        self.host, self.port = m.group(1), int(m.group(2))
+        assert 0 < self.port < 65536
+        return self.port
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+        assert not pid_alive(self.proc.pid), "the server outlived stop()"
+
+
+def run_cli(cmd: Sequence[str], *args: str) -> subprocess.CompletedProcess:
+    """Run a command that is expected to exit on its own (usage errors, --help)."""
+    return subprocess.run([*cmd, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+
+
+def _decode(hex_addr: str) -> str:
+    raw = bytes.fromhex(hex_addr)
+    if len(raw) == 4:
+        return socket.inet_ntop(socket.AF_INET, raw[::-1])
+    # /proc/net/tcp6: four 32-bit words, each in host (little-endian) order
+    return socket.inet_ntop(socket.AF_INET6, b"".join(raw[i:i + 4][::-1] for i in range(0, 16, 4)))
+
+
+def listening_addresses(port: int) -> Set[str]:
+    """Local addresses with a TCP socket in LISTEN state on ``port``, from /proc/net/tcp{,6}."""
+    found = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except FileNotFoundError:
+            continue
+        for row in rows:
+            fields = row.split()
+            addr, port_hex = fields[1].split(":")
+            if fields[3] == "0A" and int(port_hex, 16) == port:
+                found.add(_decode(addr))
+    return found
+
+
+def assert_classic_server_at(port: int, pid: int) -> None:
+    """A plain ``rpyc.classic.connect`` (nothing of ours) reaches the process ``pid``."""
+    conn = rpyc.classic.connect("127.0.0.1", port)
+    try:
+        assert conn.modules.os.getpid() == pid
+        conn.execute("x = 6 * 7")
+        assert conn.eval("x") == 42
+    finally:
+        conn.close()
+
+
+# -- python -m ipyrpyc server / ipyrpyc-server ----------------------------------------------------
+def test_serves_classic_on_loopback_only_by_default(server_cmd):
+    server = ServerProcess("--port", "0", cmd=server_cmd)
+    try:
+        port = server.wait_listening()
+        assert server.host == "127.0.0.1"
+        assert listening_addresses(port) == {"127.0.0.1"}
+        assert_classic_server_at(port, server.pid)
+        assert server.proc.poll() is None
+    finally:
+        server.stop()
+    assert not any("WARNING" in line for line in server.stderr_lines), server.stderr_lines
+
+
+def test_rpyc_connect_magic_reaches_the_cli_server(shell):
+    server = ServerProcess("--port", "0")
+    try:
+        port = server.wait_listening()
+        shell.run_line_magic("rpyc_connect", f"127.0.0.1:{port}")
+        assert shell.user_ns["ros"].getpid() == server.pid
+        result = shell.run_cell("rsys.path[0]")
+        result.raise_error()
+        assert isinstance(result.result, str)
+        shell.run_line_magic("rpyc_disconnect", "")
+        assert "conn" not in shell.user_ns, repr(shell.user_ns.get("conn"))
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "192.0.2.1"])
+def test_refuses_a_non_loopback_address_without_allow_remote(server_cmd, host):
+    res = run_cli(server_cmd, "--host", host, "--port", "0")
+    assert res.returncode == 2, res
+    assert res.stdout == ""
+    assert "Traceback" not in res.stderr
+    errors = [line for line in res.stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1, res.stderr
+    msg = errors[0]
+    assert "refusing" in msg and host in msg and "--allow-remote" in msg
+    assert "run any code" in msg, "the message must say what the risk is"
+
+
+def test_allow_remote_binds_and_warns(server_cmd):
+    # Bound to every interface for a moment; the test itself only ever connects through 127.0.0.1.
+    server = ServerProcess("--host", "0.0.0.0", "--allow-remote", "--port", "0", cmd=server_cmd)
+    try:
+        port = server.wait_listening()
+        assert server.host == "0.0.0.0"
+        assert listening_addresses(port) == {"0.0.0.0"}
+        assert wait_until(lambda: any("WARNING" in line for line in server.stderr_lines), 5), server.stderr_lines
+        warning = next(line for line in server.stderr_lines if "WARNING" in line)
+        assert "anyone who can reach this port can run any code" in warning
+        assert "--certfile" in warning, "the warning should recommend SSL"
+        assert server.stdout_lines == [f"ipyrpyc classic server listening on 0.0.0.0:{port}"], "warning not on stderr"
+        assert_classic_server_at(port, server.pid)
+    finally:
+        server.stop()
+
+
+def test_help(server_cmd):
+    res = run_cli(server_cmd, "--help")
+    assert res.returncode == 0, res
+    for option in ("--host", "--port", "--allow-remote", "--certfile", "--keyfile", "--ca-certs", "--unix-socket"):
+        assert option in res.stdout
+    assert "127.0.0.1" in res.stdout
+    assert "--parent-fd" not in res.stdout and "--ready-fd" not in res.stdout, "internal options leak into --help"
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--keyfile", "srv.key"], "need --certfile"),
+        (["--ca-certs", "ca.pem"], "need --certfile"),
+        (["--unix-socket", "/nonexistent/x.sock", "--port", "1"], "--unix-socket cannot be combined"),
+        (["--port", "many"], "invalid int value"),
+        (["--bogus"], "unrecognized arguments"),
+    ],
+)
+def test_option_errors_exit_2(server_cmd, args, fragment):
+    res = run_cli(server_cmd, *args)
+    assert res.returncode == 2, res
+    assert res.stdout == ""
+    assert fragment in res.stderr
+    assert "Traceback" not in res.stderr
+
+
+def test_top_level_usage():
+    bare = run_cli([sys.executable, "-m", "ipyrpyc"])
+    assert bare.returncode == 2, bare
+    assert "usage: python -m ipyrpyc" in bare.stdout + bare.stderr
+
+    unknown = run_cli([sys.executable, "-m", "ipyrpyc"], "serve")
+    assert unknown.returncode == 2, unknown
+    assert "unknown command 'serve'" in unknown.stderr and "usage:" in unknown.stderr
+    assert "Traceback" not in unknown.stderr
+
+    helped = run_cli([sys.executable, "-m", "ipyrpyc"], "--help")
+    assert helped.returncode == 0, helped
+    assert "server" in helped.stdout
+
+
+# -- the embedded server ----------------------------------------------------------------------------
+def test_embedded_server_private_socket_own_session_and_stop():
+    from ipyrpyc.server import EmbeddedServer
+
+    server = EmbeddedServer()
+    pid = None
+    try:
+        server.start()
+        pid = server.pid
+        assert pid is not None and pid_alive(pid) and server.alive()
+        path = server.address
+        assert isinstance(path, str), f"expected a Unix socket path, got {path!r}"
+        assert stat.S_ISSOCK(os.stat(path).st_mode)
+        directory = os.path.dirname(path)
+        st = os.stat(directory)
+        assert stat.S_IMODE(st.st_mode) == 0o700, oct(st.st_mode)
+        assert st.st_uid == os.getuid()
+        # its own session: a kernel interrupt (SIGINT to the kernel's process group) never reaches it
+        assert os.getsid(pid) == pid != os.getsid(0)
+        conn = rpyc.classic.unix_connect(path)
+        try:
+            assert conn.modules.os.getpid() == pid
+        finally:
+            conn.close()
+
+        server.stop()
+        assert not pid_alive(pid)
+        assert not server.alive()
+        assert not os.path.exists(directory)
+        server.stop()  # harmless the second time
+        assert not os.path.exists(directory)
+    finally:
+        server.stop()
+        sigkill(pid)
+    assert pid not in children_of(os.getpid())
+
+
+PARENT = textwrap.dedent(
+    """
+    import os, sys, time
+    from ipyrpyc.server import EmbeddedServer
+    server = EmbeddedServer().start()
+    print(server.pid, os.path.dirname(server.address), flush=True)
+    time.sleep(60)
+    """
+)
+
+
+def test_embedded_server_exits_when_its_parent_dies():
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    server_pid = None
+    directory = None
+    try:
+        lines: "queue.Queue[str]" = queue.Queue()
+        threading.Thread(target=lambda: lines.put(parent.stdout.readline()), daemon=True).start()
+        try:
+            line = lines.get(timeout=STARTUP_TIMEOUT)
+        except queue.Empty:
+            line = ""
+        assert line, f"the parent did not start its server: {parent.poll()}"
+        pid_text, directory = line.split()
+        server_pid = int(pid_text)
+        assert pid_alive(server_pid) and os.path.isdir(directory)
+
+        parent.kill()  # SIGKILL: no atexit, no finally, nothing of ours runs in the parent
+        parent.wait(5)
+        t0 = time.monotonic()
+        assert wait_until(lambda: not pid_alive(server_pid), 5), "the embedded server outlived its parent"
+        assert wait_until(lambda: not os.path.exists(directory), 2), "the private directory was left behind"
+        assert time.monotonic() - t0 < 5
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait(5)
+        sigkill(server_pid)
+        if directory:
+            shutil.rmtree(directory, ignore_errors=True)
+    assert not pid_alive(parent.pid)
+    assert server_pid is None or not pid_alive(server_pid)
+
+
+def test_console_script_is_installed():
+    exe = script_cmd()[0]
+    assert os.access(exe, os.X_OK)
+    res = run_cli([exe], "--help")
+    assert res.returncode == 0 and res.stdout == run_cli(MODULE_CMD, "--help").stdout
