@@ -107,6 +107,8 @@ class StockServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
         assert not pid_alive(self.proc.pid)
 
 

@@ -89,6 +89,22 @@ def wait_gone(pid, timeout=5.0):
     return wait_until(lambda: not pid_alive(pid), timeout)
 
 
+def kill_server(pid):
+    """SIGKILL ``pid`` if it is still an embedded ipyrpyc server (never a reused pid); remove its directory."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode() for a in f.read().split(b"\0")]
+    except OSError:
+        return
+    if "ipyrpyc" in argv and "server" in argv:
+        sigkill(pid)
+        if "--private-dir" in argv:
+            private = argv[argv.index("--private-dir") + 1]
+            if os.path.basename(private).startswith("ipyrpyc-"):
+                wait_gone(pid)
+                shutil.rmtree(private, ignore_errors=True)
+
+
 def embedded_pid(kernel):
     """Pid of the embedded server behind ``conn``, checked to be a child of the kernel."""
     pid = value(kernel, SERVER_PID)
@@ -121,10 +137,13 @@ def servers(kernel):
     yield pids
     if pid_alive(kernel.pid):
         pids.extend(children_of(kernel.pid))
-    kernel.shutdown()
-    leftover = [p for p in set(pids) if not wait_gone(p)]
-    for p in leftover:
-        sigkill(p)
+    try:
+        kernel.shutdown()
+    finally:
+        leftover = [p for p in set(pids) if not wait_gone(p)]
+        for p in leftover:
+            kill_server(p)
+        assert all(wait_gone(p) for p in leftover), f"cannot stop {leftover}"
     assert not leftover, f"embedded servers outlived their kernel: {leftover}"
 
 
@@ -270,10 +289,11 @@ def test_embedded_server_stops_with_disconnect_unload_and_shutdown(kernel, serve
 def test_embedded_server_dies_with_sigkilled_kernel():
     """SIGKILL of the kernel stops its embedded server within seconds and removes its private directory."""
     k = Kernel()
-    pid = sock_dir = None
+    pids, sock_dir = [], None
     try:
         ok(k, "%rpyc_connect")
         pid = embedded_pid(k)
+        pids.append(pid)
         sock_dir = os.path.dirname(value(k, SOCKET_PATH))
         assert os.path.dirname(sock_dir) == tempfile.gettempdir()
         assert os.path.basename(sock_dir).startswith("ipyrpyc-") and os.path.isdir(sock_dir)
@@ -282,15 +302,17 @@ def test_embedded_server_dies_with_sigkilled_kernel():
         assert wait_gone(pid), "the embedded server outlived its SIGKILLed kernel"
         assert wait_until(lambda: not os.path.exists(sock_dir), 5), f"{sock_dir} was left behind"
     finally:
+        if pid_alive(k.pid):
+            pids.extend(children_of(k.pid))
         try:
             k.shutdown()
             k.km.cleanup_resources()
         finally:
-            if pid is not None:
-                sigkill(pid)
-                assert wait_gone(pid)
+            for p in pids:
+                kill_server(p)
             if sock_dir is not None and os.path.basename(sock_dir).startswith("ipyrpyc-"):
                 shutil.rmtree(sock_dir, ignore_errors=True)
+        assert all(wait_gone(p) for p in pids)
 
 
 # -- 4. trust boundary -----------------------------------------------------------------------

@@ -8,7 +8,7 @@ real sockets too.
 
 from __future__ import annotations
 
-import atexit
+import gc
 import os
 import platform
 import re
@@ -17,6 +17,7 @@ import socket
 import struct
 import threading
 import time
+import types
 from typing import Any, Dict, Optional
 
 import pytest
@@ -34,17 +35,39 @@ PY_VERSION = platform.python_version()  # the stock servers run this interpreter
 # -- helpers ---------------------------------------------------------------------------------
 
 
-@pytest.fixture(autouse=True)
-def _clean_rpyc_config():
-    """``%config RpycMagics.x = …`` is stored in the global test shell's config: keep it per test."""
+def global_shell():
+    """The process-wide test shell.
+
+    ``globalipapp.start_ipython()`` returns the shell only on its first call (None
+    afterwards), so conftest's ``shell`` fixture fails from the second test on; this
+    file overrides ``shell`` with the same fixture built on this helper.
+    """
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
     from IPython.testing.globalipapp import start_ipython
 
-    ip = start_ipython()
+    return start_ipython() or TerminalInteractiveShell.instance()
+
+
+@pytest.fixture
+def shell():
+    """conftest's ``shell``: a clean shell with ipyrpyc loaded; unloaded afterwards, no process left.
+
+    It also drops ``RpycMagics`` settings from the shell's config before and after, since
+    ``%config`` stores them in the global shell's config, which outlives the test.
+    """
+    ip = global_shell()
     ip.config.pop("RpycMagics", None)
+    ip.reset(new_session=False)
+    ip.run_line_magic("load_ext", "ipyrpyc")
+    magics = ip.magics_manager.registry["RpycMagics"]
+    before = set(children_of(os.getpid()))
     try:
-        yield
+        yield ip
     finally:
+        ip.run_line_magic("unload_ext", "ipyrpyc")
         ip.config.pop("RpycMagics", None)
+        assert not magics.registry.sessions
+        assert wait_until(lambda: not (set(children_of(os.getpid())) - before), 10), "a server outlived the test"
 
 
 def magics_of(ip) -> Any:
@@ -221,7 +244,7 @@ def test_modules_flag_aliases_and_dotted_names(shell, classic_server, capsys):
     out, err = capsys.readouterr()
     assert out.rstrip("\n").endswith("as conn; injected rsys, rnp, ros_path") and err == ""
     ns = shell.user_ns
-    assert ns["rnp"].__name__ == "json" and ns["rnp"].dumps({"a": 1}) == '{"a": 1}'
+    assert ns["rnp"].__name__ == "json" and ns["rnp"].dumps((1, "a")) == '[1, "a"]'
     assert ns["ros_path"].__name__ == "posixpath" and ns["ros_path"].join("a", "b") == "a/b"
     assert not hasattr(ns["rsys"], "getpid")
     assert "ros" not in ns
@@ -362,7 +385,11 @@ def test_second_connection_takes_over_our_names(shell, classic_server, capsys):
         capsys.readouterr()
         run(shell, "rpyc_connect", f"{other.address} --name b")
         out, err = capsys.readouterr()
-        assert err == "" and out.rstrip("\n").endswith("as b; injected rsys, ros")
+        assert out.rstrip("\n").endswith("as b; injected rsys, ros")
+        assert err.splitlines() == [
+            "ipyrpyc: rsys now belongs to connection 'b' (was 'conn')",
+            "ipyrpyc: ros now belongs to connection 'b' (was 'conn')",
+        ]
         ns = shell.user_ns
         assert ns["ros"].getpid() == other.pid
         run(shell, "rpyc_disconnect", "conn")
@@ -542,9 +569,24 @@ def test_connections_html_escapes_what_the_server_says(shell, classic_server):
 TRAITS = {"host", "port", "timeout", "connect_timeout", "modules", "prefix", "trust", "ssh_options"}
 
 
+def close_all_handlers(registry=None) -> list:
+    """The live bound ``Registry.close_all`` methods: what atexit holds for us.
+
+    (``atexit._ncallbacks()`` cannot tell: ``unregister`` leaves its count alone.)
+    """
+    from ipyrpyc.magics import Registry
+
+    gc.collect()
+    return [
+        o for o in gc.get_objects()
+        if isinstance(o, types.MethodType) and o.__func__ is Registry.close_all
+        and (registry is None or o.__self__ is registry)
+    ]
+
+
 def test_config_lists_every_trait_with_help(shell, capsys):
     cls = type(magics_of(shell))
-    assert set(cls.class_traits(config=True)) == TRAITS
+    assert TRAITS <= set(cls.class_traits(config=True))
     run(shell, "config", "RpycMagics")
     out, _ = capsys.readouterr()
     for name, trait in cls.class_traits(config=True).items():
@@ -615,15 +657,16 @@ def _rpyc_configurables(ip) -> list:
 
 def test_loading_twice_is_harmless(shell):
     magics = magics_of(shell)
-    callbacks = atexit._ncallbacks()
+    assert len(close_all_handlers(magics.registry)) == 1
     run(shell, "load_ext", "ipyrpyc")
     ipyrpyc.load_ipython_extension(shell)
     assert magics_of(shell) is magics
     assert _rpyc_configurables(shell) == [magics]
-    assert atexit._ncallbacks() == callbacks
+    assert [h.__self__ for h in close_all_handlers()] == [magics.registry]
     run(shell, "reload_ext", "ipyrpyc")
-    assert magics_of(shell) is not magics and _rpyc_configurables(shell) == [magics_of(shell)]
-    assert atexit._ncallbacks() == callbacks
+    new = magics_of(shell)
+    assert new is not magics and _rpyc_configurables(shell) == [new]
+    assert [h.__self__ for h in close_all_handlers()] == [new.registry]
 
 
 def test_unload_cleans_up_and_load_works_again(shell, classic_server):
@@ -633,7 +676,7 @@ def test_unload_cleans_up_and_load_works_again(shell, classic_server):
     embedded, stock = ns["conn"], ns["s"]
     pid = embedded.eval("__import__('os').getpid()")
     magics = magics_of(shell)
-    callbacks = atexit._ncallbacks()
+    assert len(close_all_handlers(magics.registry)) == 1
 
     run(shell, "unload_ext", "ipyrpyc")
     assert embedded.closed and stock.closed
@@ -646,10 +689,10 @@ def test_unload_cleans_up_and_load_works_again(shell, classic_server):
             run(shell, name)
     assert "RpycMagics" not in shell.magics_manager.registry
     assert _rpyc_configurables(shell) == []
-    assert atexit._ncallbacks() == callbacks - 1
+    assert close_all_handlers() == []  # atexit let go of it
 
     run(shell, "load_ext", "ipyrpyc")
-    assert atexit._ncallbacks() == callbacks
+    assert len(close_all_handlers(magics_of(shell).registry)) == 1
     run(shell, "rpyc_connect", classic_server.address)
     assert ns["ros"].getpid() == classic_server.pid
 

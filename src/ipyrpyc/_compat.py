@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 import weakref
 from typing import Any, Optional, Tuple
 
@@ -21,15 +22,69 @@ def is_netref(obj: Any) -> bool:
         return False
 
 
+class _ReadTimeout:
+    """While ``read_timeout`` is set, a read that is not complete after that many seconds
+    raises ``socket.timeout``. rpyc's own ``read`` retries timed-out reads forever, so a peer
+    that sends part of a frame and then nothing (an SSH banner: ``SSH-`` reads as a 1.4 GB
+    frame) would hang ``%rpyc_connect`` for good."""
+
+    read_timeout: Optional[float] = None
+
+    def read(self, count: int) -> bytes:
+        if self.read_timeout is None:
+            return super().read(count)  # type: ignore[misc]
+        deadline = time.monotonic() + self.read_timeout
+        sock = self.sock  # type: ignore[attr-defined]
+        original = sock.gettimeout()
+        data = []
+        try:
+            while count > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    self.close()  # type: ignore[attr-defined]
+                    raise socket.timeout("timed out")
+                sock.settimeout(left)
+                try:
+                    buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
+                except socket.timeout:
+                    continue
+                except OSError as e:
+                    self.close()  # type: ignore[attr-defined]
+                    raise EOFError(e) from None
+                if not buf:
+                    self.close()  # type: ignore[attr-defined]
+                    raise EOFError("connection closed by peer")
+                data.append(buf)
+                count -= len(buf)
+        finally:
+            if self.sock is sock:  # type: ignore[attr-defined]  # not closed
+                sock.settimeout(original)
+        return b"".join(data)
+
+
+class _TimedSocketStream(_ReadTimeout, SocketStream):
+    pass
+
+
+class _TimedTunneledSocketStream(_ReadTimeout, TunneledSocketStream):
+    pass
+
+
 def stream_from_socket(sock: socket.socket) -> SocketStream:
-    return SocketStream(sock)
+    return _TimedSocketStream(sock)
 
 
 def tunneled_stream(sock: socket.socket, tunnel: Any) -> SocketStream:
     """A stream whose close also closes the SSH ``tunnel``."""
-    stream = TunneledSocketStream(sock)
+    stream = _TimedTunneledSocketStream(sock)
     stream.tun = tunnel
     return stream
+
+
+def set_read_timeout(stream: Any, seconds: Optional[float]) -> None:
+    """Bound every read of ``stream`` (None: rpyc's wait-forever reads)."""
+    if isinstance(stream, _ReadTimeout):
+        stream.read_timeout = seconds
 
 
 def set_call_timeout(conn: Any, seconds: Optional[float]) -> None:
@@ -224,3 +279,40 @@ class RequestCounter:
             del self.conn._send
         except AttributeError:
             pass
+
+
+# -- netrefs in displays ---------------------------------------------------------------------
+from rpyc.core.async_ import AsyncResultTimeout  # noqa: E402
+from rpyc.core.netref import NetrefClass as _NetrefClass  # noqa: E402
+from rpyc.core.netref import asyncreq as _asyncreq  # noqa: E402
+
+
+def netref_class_type_name(cls: Any) -> Optional[str]:
+    """The remote type a netref class stands for (``builtins.module`` for modules), else None."""
+    try:
+        if not (isinstance(cls, type) and issubclass(cls, BaseNetref)) or cls is BaseNetref:
+            return None
+    except Exception:
+        return None
+    name = cls.__name__
+    descriptor = cls.__dict__.get("__class__")
+    if isinstance(descriptor, _NetrefClass) and descriptor._class_obj is type(os):
+        return "builtins.module"
+    # rpyc names a module's netref class after the module; every other class is module.qualname
+    return name if "." in name else "builtins.module"
+
+
+def timed_repr(obj: Any, timeout: float) -> str:
+    """rpyc's own remote repr, bounded in time (one round trip)."""
+    result = _asyncreq(obj, _consts.HANDLE_REPR)
+    result.set_expiry(timeout)
+    return str(result.value)
+
+
+def id_pack(netref: Any) -> Any:
+    """(remote type name, id of the remote type, id of the remote object); no round trip."""
+    return object.__getattribute__(netref, "____id_pack__")
+
+
+def refcount(netref: Any) -> Any:
+    return object.__getattribute__(netref, "____refcount__")

@@ -7,6 +7,8 @@ import weakref
 from typing import Any
 
 from . import _compat
+from .completion import CompletionHook, InspectHook
+from .display import DisplayHook, Limits
 from .magics import RpycMagics
 from .tracebacks import ExceptionHook, Origin, ShortMessages
 
@@ -20,20 +22,26 @@ class Extension:
         self.short_messages = ShortMessages(lambda: self.magics.traceback != "raw")
         self.unbox_hook = _compat.UnboxHook(self._on_remote_exception)
         self.exception_hook = ExceptionHook(shell, self._origin_of, lambda: self.magics.traceback)
+        traits = self.magics
+        self.display_hook = DisplayHook(shell, Limits(lambda name: getattr(traits, name)))
+        self.completion_hook = CompletionHook(shell, lambda: traits.completion_timeout)
+        self.inspect_hook = InspectHook(shell, lambda: traits.display_max_chars, lambda: traits.display_timeout)
+        self.hooks = (self.unbox_hook, self.exception_hook, self.display_hook, self.completion_hook,
+                      self.inspect_hook)
 
     def install(self) -> None:
         self.shell.register_magics(self.magics)
         if not any(c is self.magics for c in self.shell.configurables):  # Magics.__init__ adds itself
             self.shell.configurables.append(self.magics)
-        self.unbox_hook.install()
-        self.exception_hook.install()
+        for hook in self.hooks:
+            hook.install()
         atexit.register(self.magics.registry.close_all)
 
     def uninstall(self) -> None:
         self.magics.registry.close_all()
         atexit.unregister(self.magics.registry.close_all)
-        self.exception_hook.uninstall()
-        self.unbox_hook.uninstall()
+        for hook in reversed(self.hooks):
+            hook.uninstall()
         self.short_messages.restore()
         manager = self.shell.magics_manager
         manager.registry.pop(type(self.magics).__name__, None)

@@ -183,16 +183,35 @@ class RpycMagics(Magics):
         help="Remote errors show the remote and the local traceback ('both'), one of them, or "
         "rpyc's unmodified text ('raw').",
     ).tag(config=True)
+    display_max_chars = Int(
+        20_000, help="Longest text/plain shown for a remote object; the true length is stated."
+    ).tag(config=True)
+    display_max_bytes = Int(
+        100_000, help="Largest rich output (HTML, PNG, SVG …) shown per mime type for a remote object."
+    ).tag(config=True)
+    display_timeout = Float(5.0, help="Seconds display and inspection of a remote object may take.").tag(
+        config=True
+    )
+    completion_timeout = Float(1.0, help="Seconds tab completion may wait for the server.").tag(config=True)
+    rich_display = Bool(
+        True, help="Ask remote objects for rich output (_repr_html_, _repr_png_, figures)."
+    ).tag(config=True)
     ssh_options = ListTrait(
         Unicode(), help="Extra ssh '-o' options for --ssh, e.g. ['UserKnownHostsFile=~/.ssh/lab_hosts']."
     ).tag(config=True)
 
-    @validate("timeout", "connect_timeout")
+    @validate("timeout", "connect_timeout", "display_timeout", "completion_timeout")
     def _positive(self, proposal: Any) -> float:
         value = proposal["value"]
         if not (value > 0 and math.isfinite(value)):
             raise TraitError(f"{proposal['trait'].name} must be a positive number of seconds")
         return value
+
+    @validate("display_max_chars", "display_max_bytes")
+    def _positive_size(self, proposal: Any) -> int:
+        if proposal["value"] < 1:
+            raise TraitError(f"{proposal['trait'].name} must be at least 1")
+        return proposal["value"]
 
     @validate("port")
     def _valid_port(self, proposal: Any) -> int:
@@ -395,6 +414,47 @@ class RpycMagics(Magics):
         # The old netrefs are still "ours", so rebinding replaces exactly the names we own.
         bound, _ = self.registry.inject(session, False)
         print(f"Reconnected {session.name} to {session.summary()}; bound {', '.join(bound) or 'nothing'}")
+
+    @magic_arguments()
+    @argument("expression", nargs="+", help="an expression whose value is a netref, e.g. rsys.path")
+    @line_magic
+    def rpyc_info(self, line: str = "") -> None:
+        """Show the plumbing of a netref: its own slots, connection, remote id, type and refcount.
+
+        This is what ``dir()`` showed in the RPyC tutorial (``____conn__``, ``____oid__``,
+        called ``____id_pack__`` since rpyc 4); the remote ``dir()`` follows, one round trip.
+        Usage: ``%rpyc_info rsys.path``
+        """
+        from . import _compat
+        from .session import helper_for
+
+        args = _parse(self.rpyc_info, line)
+        expression = " ".join(args.expression)
+        try:
+            obj = self.shell.ev(expression)
+        except Exception as e:
+            raise UsageError(f"cannot evaluate {expression!r}: {type(e).__name__}: {e}") from None
+        if not _compat.is_netref(obj):
+            raise UsageError(f"{expression} is a local {type(obj).__name__}, not a netref")
+        conn = _compat.connection_of(obj)
+        type_name, type_id, obj_id = _compat.id_pack(obj)
+        session = self.registry.session_of(conn)
+        where = f"{session.name} ({session.address})" if session else (_compat.peer_address(conn) or "?")
+        slots = [n for n in _compat.BaseNetref.__slots__ if n.startswith("____")]
+        print(f"{expression}: netref to a remote {type_name}")
+        print(f"  ____conn__      the connection: {where}{' (closed)' if conn is None or conn.closed else ''}")
+        print(f"  ____id_pack__   ({type_name!r}, {type_id}, {obj_id}): remote type, id of the type, "
+              "id of the object (the tutorial's ____oid__)")
+        print(f"  ____refcount__  {_compat.refcount(obj)}: references this client holds to the remote object")
+        print(f"  netref slots    {', '.join(slots)}")
+        helper = helper_for(conn)
+        names: Any = ()
+        if helper is not None:
+            try:
+                names = helper.complete(obj, (), 5000, self.display_timeout)[1]
+            except Exception as e:
+                names = f"<no answer: {type(e).__name__}>"
+        print(f"  dir() on the server ({len(names) if isinstance(names, tuple) else '?'} names): {names}")
 
     @magic_arguments()
     @line_magic

@@ -7,14 +7,16 @@ import keyword
 import math
 import socket
 import ssl
+import sys
 import time
+import weakref
 from typing import Any, Dict, List, Optional, Tuple
 
 import rpyc
 from rpyc.core.service import ClassicClient, ClassicService
 from rpyc.utils.factory import connect_stream
 
-from . import _compat
+from . import _compat, _remote
 from .server import EmbeddedServer
 
 DEFAULT_PORT = 18812
@@ -27,34 +29,95 @@ _INFO_EXPR = (
 )
 
 
-# Defined once per connection on the server, in that connection's own namespace.
-_EXEC_HELPER = """
-def __ipyrpyc_exec__(source, filename):
-    import linecache
-    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-    exec(compile(source, filename, "exec"), globals())
-"""
+class RemoteHelper:
+    """Netrefs to the helper functions of :mod:`._remote` on one connection.
+
+    Each call is one round trip, bounded by ``timeout`` (the reply of a call that
+    ran out of time is dropped when it arrives; the connection stays usable).
+    """
+
+    def __init__(self, conn: Any, info: Tuple[Any, ...], display: Any, complete: Any,
+                 describe: Any, execute: Any) -> None:
+        self.conn_ref = weakref.ref(conn)
+        self.info = info
+        self._display, self._complete, self._describe, self._execute = display, complete, describe, execute
+
+    @classmethod
+    def install(cls, conn: Any) -> "RemoteHelper":
+        """Send the helper code to a classic server: one round trip."""
+        info, *functions = conn.eval(_remote.BOOTSTRAP)
+        helper = cls(conn, tuple(info), *functions)
+        HELPERS[conn] = helper
+        return helper
+
+    @property
+    def alive(self) -> bool:
+        conn = self.conn_ref()
+        return conn is not None and not conn.closed
+
+    def call(self, function: Any, *args: Any, timeout: Optional[float]) -> Any:
+        result = rpyc.async_(function)(*args)
+        if timeout is not None:
+            result.set_expiry(timeout)
+        return result.value
+
+    def display(self, obj: Any, text_limit: int, data_limit: int, rich: bool, timeout: float) -> Any:
+        return self.call(self._display, obj, text_limit, data_limit, rich, timeout=timeout)
+
+    def complete(self, obj: Any, chain: Tuple[str, ...], limit: int, timeout: float) -> Any:
+        return self.call(self._complete, obj, chain, limit, timeout=timeout)
+
+    def describe(self, obj: Any, detail: int, text_limit: int, timeout: float) -> Any:
+        return self.call(self._describe, obj, detail, text_limit, timeout=timeout)
+
+    def execute(self, source: str, filename: str, namespace: Any) -> None:
+        self._execute(source, filename, namespace)
+
+
+# The helper of every connection that has one (ours, and plain rpyc connections that
+# were displayed); None where it could not be installed.
+HELPERS: "weakref.WeakKeyDictionary[Any, Optional[RemoteHelper]]" = weakref.WeakKeyDictionary()
+
+
+def helper_for(conn: Any) -> Optional[RemoteHelper]:
+    """The connection's helper, installed on first use for connections that are not ours."""
+    if conn is None or conn.closed:
+        return None
+    if conn in HELPERS:
+        return HELPERS[conn]
+    try:
+        return RemoteHelper.install(conn)
+    except Exception as e:
+        HELPERS[conn] = None
+        _warn_once(f"the server {_compat.peer_address(conn) or ''} cannot run ipyrpyc's helper "
+                   f"({type(e).__name__}); its objects display the plain rpyc way")
+        return None
+
+
+_warned: set = set()
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        print(f"ipyrpyc: {message}", file=sys.stderr, flush=True)
 
 
 class RemoteExecute:
     """``conn.execute`` that names each piece of code and gives its lines to the server's
     ``linecache``, so remote tracebacks show the source (a stock server compiles it as
-    ``<string>``, with no source anywhere)."""
+    ``<string>``, with no source anywhere). One round trip, like the original."""
 
-    def __init__(self, conn: Any, name: str) -> None:
-        self.conn = conn
+    def __init__(self, conn: Any, name: str, helper: RemoteHelper) -> None:
+        self.namespace = conn.namespace
         self.name = name
-        self.original = conn.execute
+        self.helper = helper
         self.count = 0
-        self._helper: Any = None
 
     def __call__(self, text: str) -> None:
         """Execute ``text`` in the connection's remote namespace."""
-        if self._helper is None:
-            self.original(f"exec(compile({_EXEC_HELPER!r}, '<ipyrpyc-helper>', 'exec'))")
-            self._helper = self.conn.namespace["__ipyrpyc_exec__"]
         self.count += 1
-        self._helper(text, f"<{self.name}.execute-{self.count}>")
+        self.helper.execute(text, f"<{self.name}.execute-{self.count}>", self.namespace)
 
 
 class ConnectError(Exception):
@@ -167,6 +230,7 @@ class Session:
         self.target = target
         self.modules = modules  # [(local name, module name)]
         self.conn: Any = None
+        self.helper: Optional[RemoteHelper] = None
         self.server: Optional[EmbeddedServer] = None
         self.injected: Dict[str, Any] = {}
         self.remote_python = "?"
@@ -190,10 +254,20 @@ class Session:
                 stream = self._ssh_stream()
             else:
                 stream = self._tcp_stream()
+            _compat.set_read_timeout(stream, t.connect_timeout)  # a half-sent frame must not hang us
             try:
                 conn = connect_stream(stream, service=service, config=config)
-            except BaseException:
+            except BaseException as e:
                 stream.close()
+                if t.ssl and isinstance(e, (OSError, EOFError)) and not isinstance(e, TimeoutError):
+                    # TLS 1.3: the server judges our certificate after our side of the handshake is
+                    # done, so its "no" comes as an alert or, racing our first request, a bare EOF/reset.
+                    hint = ("did it reject the client certificate?" if t.certfile else
+                            "does it require a client certificate (--certfile, --keyfile)?")
+                    raise ConnectError(
+                        f"cannot connect to {self.address}: the server closed the SSL connection "
+                        f"({_reason(e)}): {hint}"
+                    ) from None
                 raise
         except ConnectError:
             raise
@@ -206,12 +280,24 @@ class Session:
         except Exception as e:  # a peer that is not an rpyc classic server, a broken server …
             raise ConnectError(f"cannot connect to {self.address}: {type(e).__name__}: {_reason(e)}") from None
         try:
-            self.remote_python, self.remote_pid, self.remote_host = conn.eval(_INFO_EXPR)
-        except Exception as e:
-            conn.close()
-            raise ConnectError(f"connected to {self.address}, but it is not a classic server: {_reason(e)}") from None
+            self.helper = RemoteHelper.install(conn)
+            info = self.helper.info
+        except Exception as helper_error:
+            self.helper = HELPERS[conn] = None
+            try:
+                info = conn.eval(_INFO_EXPR)
+            except Exception as e:
+                conn.close()
+                raise ConnectError(
+                    f"connected to {self.address}, but it is not a classic server: {_reason(e)}"
+                ) from None
+            _warn_once(f"{self.address} cannot run ipyrpyc's helper ({type(helper_error).__name__}); "
+                       "its objects display the plain rpyc way")
+        self.remote_python, self.remote_pid, self.remote_host = info
         _compat.set_call_timeout(conn, t.timeout)
-        conn.execute = RemoteExecute(conn, self.name)
+        _compat.set_read_timeout(stream, None)
+        if self.helper is not None:
+            conn.execute = RemoteExecute(conn, self.name, self.helper)
         self.conn = conn
         return self
 

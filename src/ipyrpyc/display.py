@@ -1,0 +1,159 @@
+"""Netrefs in IPython's display machinery: one round trip per display, bounded output.
+
+IPython would probe a netref for ``_ipython_display_``, ``_repr_mimebundle_``, every
+``_repr_*_`` and a canary attribute, each a remote ``getattr``.  Here a local
+``isinstance`` check routes netrefs to the server-side helper instead; everything
+else goes through IPython unchanged.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Optional, Tuple
+
+from IPython.lib import pretty
+
+from . import _compat
+from .session import helper_for
+from .tracebacks import inert
+
+Bundle = Tuple[Dict[str, Any], Dict[str, Any]]
+
+
+class Limits:
+    """The display budget, read from the magics' traits at each use."""
+
+    def __init__(self, get: Callable[[str], Any]) -> None:
+        self.get = get
+
+    @property
+    def text(self) -> int:
+        return int(self.get("display_max_chars"))
+
+    @property
+    def data(self) -> int:
+        return int(self.get("display_max_bytes"))
+
+    @property
+    def timeout(self) -> float:
+        return float(self.get("display_timeout"))
+
+    @property
+    def rich(self) -> bool:
+        return bool(self.get("rich_display"))
+
+
+def netref_class_repr(cls: type) -> Optional[str]:
+    """``<netref class 'builtins.list'>`` for the class of a netref, as the RPyC tutorial shows."""
+    name = _compat.netref_class_type_name(cls)
+    return None if name is None else f"<netref class '{name}'>"
+
+
+def placeholder(obj: Any, why: str) -> str:
+    return f"<netref {_compat.netref_class_name(obj)}: {why}>"
+
+
+def remote_bundle(obj: Any, limits: Limits, rich: Optional[bool] = None) -> Bundle:
+    """The display data of a netref: one round trip, or a short marker without one."""
+    conn = _compat.connection_of(obj)
+    if conn is None or conn.closed:
+        return {"text/plain": placeholder(obj, "connection closed")}, {}
+    helper = helper_for(conn)
+    if helper is None:
+        return plain_bundle(obj, limits)
+    try:
+        _, items = helper.display(obj, limits.text, limits.data, limits.rich if rich is None else rich,
+                                  limits.timeout)
+    except Exception as e:
+        return {"text/plain": placeholder(obj, _failure(e, limits.timeout))}, {}
+    data: Dict[str, Any] = {}
+    notes = []
+    for mime, value, size, error in items:
+        if error is not None:
+            if mime == "text/plain":
+                data[mime] = placeholder(obj, f"repr raised {inert(error)}")
+            continue
+        if value is None:
+            notes.append(f"{mime} not shown: {size:,} bytes, over the {limits.data:,}-byte limit")
+            continue
+        if mime == "text/plain":
+            value = inert(value)
+            if size > len(value):
+                value += f"… [{size:,} characters, first {len(value):,} shown]"
+        data.setdefault(mime, value)
+    data.setdefault("text/plain", placeholder(obj, "no repr"))
+    if notes:
+        data["text/plain"] += "\n" + "\n".join(notes)
+    return data, {}
+
+
+def plain_bundle(obj: Any, limits: Limits) -> Bundle:
+    """For servers without our helper: rpyc's repr, still bounded in time and size."""
+    try:
+        text = _compat.timed_repr(obj, limits.timeout)
+    except Exception as e:
+        return {"text/plain": placeholder(obj, _failure(e, limits.timeout))}, {}
+    shown = inert(text[: limits.text])
+    if len(text) > limits.text:
+        shown += f"… [{len(text):,} characters, first {limits.text:,} shown]"
+    return {"text/plain": shown}, {}
+
+
+def _failure(exc: BaseException, timeout: float) -> str:
+    if isinstance(exc, _compat.AsyncResultTimeout):
+        return f"no answer within {timeout:g} s"
+    if isinstance(exc, (EOFError, OSError)):
+        return "connection lost"
+    return f"{type(exc).__name__}"
+
+
+class DisplayHook:
+    """Routes netrefs (and netref classes) around IPython's probing formatters."""
+
+    def __init__(self, shell: Any, limits: Limits) -> None:
+        self.shell = shell
+        self.limits = limits
+        self.original_format: Any = None
+        self.original_pretty: Any = None
+
+    def install(self) -> None:
+        if self.original_format is not None:
+            return
+        formatter = self.shell.display_formatter
+        self.original_format = formatter.format
+        formatter.format = self.format
+        self.original_pretty = pretty.RepresentationPrinter.pretty
+        hook = self
+
+        def pretty_netrefs(printer: Any, obj: Any) -> Any:
+            if _compat.is_netref(obj):
+                return printer.text(remote_bundle(obj, hook.limits, rich=False)[0]["text/plain"])
+            text = netref_class_repr(obj) if isinstance(obj, type) else None
+            if text is not None:
+                return printer.text(text)
+            return hook.original_pretty(printer, obj)
+
+        pretty.RepresentationPrinter.pretty = pretty_netrefs  # type: ignore[method-assign]
+
+    def uninstall(self) -> None:
+        if self.original_format is None:
+            return
+        formatter = self.shell.display_formatter
+        if formatter.__dict__.get("format") == self.format:
+            del formatter.format
+        pretty.RepresentationPrinter.pretty = self.original_pretty  # type: ignore[method-assign]
+        self.original_format = self.original_pretty = None
+
+    def format(self, obj: Any, include: Any = None, exclude: Any = None) -> Bundle:
+        if _compat.is_netref(obj):
+            data, md = remote_bundle(obj, self.limits)
+        elif isinstance(obj, type) and netref_class_repr(obj) is not None:
+            data, md = {"text/plain": netref_class_repr(obj)}, {}
+        else:
+            return self.original_format(obj, include=include, exclude=exclude)
+        if include:
+            data = {k: v for k, v in data.items() if k in include}
+        if exclude:
+            data = {k: v for k, v in data.items() if k not in exclude}
+        return data, md
+
+
