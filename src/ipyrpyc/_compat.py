@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import socket
 import time
 import weakref
@@ -176,6 +177,23 @@ def peer_address(conn: Any) -> Optional[str]:
         return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     except Exception:
         return None
+
+
+def peer_closed(conn: Any) -> bool:
+    """True when the server has already closed or reset the connection; no round trip.
+
+    A server that died leaves its end-of-file unread until the next request; peeking
+    at the socket finds it without sending anything.  Unknown (e.g. TLS) means open.
+    """
+    try:
+        sock = conn._channel.stream.sock
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (ValueError, NotImplementedError, AttributeError):  # TLS refuses MSG_PEEK; no socket
+        return False
+    except (OSError, EOFError):  # reset, or rpyc's ClosedFile after close()
+        return True
 
 
 class UnboxHook:

@@ -8,6 +8,7 @@ else goes through IPython unchanged.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable, Dict, Optional, Tuple
 
 from IPython.lib import pretty
@@ -157,3 +158,60 @@ class DisplayHook:
         return data, md
 
 
+
+
+class WhosHook:
+    """``%whos`` prints ``str()`` of each variable: for a netref, a remote ``str`` of any size.
+
+    While ``%whos`` runs, netrefs in the namespace are shown through the bounded display
+    path instead (one round trip each, cut at ``display_max_chars``).
+    """
+
+    def __init__(self, shell: Any, limits: Limits) -> None:
+        self.shell = shell
+        self.limits = limits
+        self.original: Any = None
+
+    def install(self) -> None:
+        manager = self.shell.magics_manager
+        if self.original is not None:
+            return
+        find = getattr(manager, "find", None)  # IPython 9.18+ loads core magics lazily
+        original = find("line", "whos") if find else manager.magics["line"].get("whos")
+        if original is None:
+            return
+        table = manager.magics["line"]
+        self.previous_entry = table.get("whos")
+        self.original = original
+
+        @functools.wraps(self.original)
+        def whos(parameter_s: str = "") -> Any:
+            return self.whos(parameter_s)
+
+        self.wrapped = table["whos"] = whos
+
+    def uninstall(self) -> None:
+        if self.original is None:
+            return
+        table = self.shell.magics_manager.magics["line"]
+        if table.get("whos") is self.wrapped:
+            table["whos"] = self.previous_entry
+        self.original = None
+
+    def whos(self, parameter_s: str = "") -> Any:
+        ns = self.shell.user_ns
+        swapped = {name: value for name, value in ns.items() if _compat.is_netref(value)}
+        stand_ins = {name: _bounded(value, self.limits) for name, value in swapped.items()}
+        ns.update(stand_ins)
+        try:
+            return self.original(parameter_s)
+        finally:
+            for name, value in swapped.items():
+                if ns.get(name) is stand_ins[name]:
+                    ns[name] = value
+
+
+def _bounded(obj: Any, limits: Limits) -> Any:
+    text = remote_bundle(obj, limits, rich=False)[0]["text/plain"]
+    cls = type(_compat.netref_class_name(obj), (), {"__str__": lambda self: text, "__repr__": lambda self: text})
+    return cls()

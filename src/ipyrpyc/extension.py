@@ -8,7 +8,7 @@ from typing import Any
 
 from . import _compat
 from .completion import CompletionHook, InspectHook
-from .display import DisplayHook, Limits
+from .display import DisplayHook, Limits, WhosHook
 from .magics import RpycMagics
 from .tracebacks import ExceptionHook, Origin, ShortMessages
 
@@ -23,11 +23,13 @@ class Extension:
         self.unbox_hook = _compat.UnboxHook(self._on_remote_exception)
         self.exception_hook = ExceptionHook(shell, self._origin_of, lambda: self.magics.traceback)
         traits = self.magics
-        self.display_hook = DisplayHook(shell, Limits(lambda name: getattr(traits, name)))
+        limits = Limits(lambda name: getattr(traits, name))
+        self.display_hook = DisplayHook(shell, limits)
+        self.whos_hook = WhosHook(shell, limits)
         self.completion_hook = CompletionHook(shell, lambda: traits.completion_timeout)
         self.inspect_hook = InspectHook(shell, lambda: traits.display_max_chars, lambda: traits.display_timeout)
-        self.hooks = (self.unbox_hook, self.exception_hook, self.display_hook, self.completion_hook,
-                      self.inspect_hook)
+        self.hooks = (self.unbox_hook, self.exception_hook, self.display_hook, self.whos_hook,
+                      self.completion_hook, self.inspect_hook)
 
     def install(self) -> None:
         self.shell.register_magics(self.magics)

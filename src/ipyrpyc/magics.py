@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import math
 import shlex
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -24,6 +23,9 @@ from .session import (
 )
 
 _MISSING = object()
+
+# rpyc waits with poll(milliseconds), a C int: past ~24.8 days every call raises OverflowError.
+MAX_TIMEOUT = 1e6
 
 
 def _parse(magic: Callable, line: str) -> Any:
@@ -203,8 +205,10 @@ class RpycMagics(Magics):
     @validate("timeout", "connect_timeout", "display_timeout", "completion_timeout")
     def _positive(self, proposal: Any) -> float:
         value = proposal["value"]
-        if not (value > 0 and math.isfinite(value)):
-            raise TraitError(f"{proposal['trait'].name} must be a positive number of seconds")
+        if not (0 < value <= MAX_TIMEOUT):
+            raise TraitError(
+                f"{proposal['trait'].name} must be a positive number of seconds, at most {MAX_TIMEOUT:.0f}"
+            )
         return value
 
     @validate("display_max_chars", "display_max_bytes")
@@ -261,8 +265,10 @@ class RpycMagics(Magics):
             port = self.port
         timeout = self.timeout
         if args.timeout is not None:
-            if not (args.timeout > 0 and math.isfinite(args.timeout)):
-                raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+            if not (0 < args.timeout <= MAX_TIMEOUT):
+                raise UsageError(
+                    f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT:.0f}, not {args.timeout}"
+                )
             timeout = args.timeout
         tls = args.ssl or bool(args.certfile or args.ca_certs or args.keyfile)
         if args.keyfile and not args.certfile:
@@ -273,6 +279,9 @@ class RpycMagics(Magics):
                 parse_address(hostport)
             except ValueError as e:
                 raise UsageError(f"--ssh expects [USER@]HOST[:PORT]: {e}") from None
+            if user.startswith("-") or hostport.startswith("-"):
+                # ssh would read "-oProxyCommand=…@host" as an option and run that command here
+                raise UsageError(f"--ssh: USER and HOST cannot start with '-': {args.ssh!r}")
             if tls:
                 raise UsageError("--ssh and --ssl cannot be combined: the SSH tunnel already encrypts")
         if args.ssh_key and args.ssh is None:

@@ -56,7 +56,10 @@ class RemoteTraceback:
     notes: List[str] = dataclasses.field(default_factory=list)
 
 
-def parse(text: str) -> RemoteTraceback:
+_MAX_NESTING = 32  # callbacks within callbacks; deeper text is kept verbatim (no unbounded recursion)
+
+
+def parse(text: str, _depth: int = 0) -> RemoteTraceback:
     """Parse rpyc's remote traceback text; never raises."""
     text = inert(text.replace("\r\n", "\n")).replace("\\x0a", "\n").replace("\\x09", "\t")
     notes = [m.group(0) for m in _VERSION_WARNING.finditer(text)]
@@ -72,7 +75,12 @@ def parse(text: str) -> RemoteTraceback:
         if i + 1 < len(pieces):
             block.chain = pieces[i + 1]
         blocks.append(block)
-    callback = parse(nested) if nested.strip() else None
+    if not nested.strip():
+        callback = None
+    elif _depth < _MAX_NESTING:
+        callback = parse(nested, _depth + 1)
+    else:
+        callback = RemoteTraceback([Block([], "", raw=nested.strip("\n"))])
     return RemoteTraceback(blocks, callback, notes)
 
 
@@ -314,7 +322,7 @@ class Renderer:
         """Fetch missing source lines of remote frames in one round trip (only if alive)."""
         missing = [f for b in model.blocks for f in b.frames if not f.line and not f.filename.startswith("<")]
         conn = origin.conn
-        if not missing or conn is None or getattr(conn, "closed", True):
+        if not missing or conn is None or getattr(conn, "closed", True) or _compat.peer_closed(conn):
             return
         lines = _compat.fetch_source_lines(conn, [(f.filename, f.lineno) for f in missing])
         for frame, line in zip(missing, lines or ()):
