@@ -6,6 +6,7 @@ import os
 import select
 import socket
 import time
+import time
 import weakref
 from typing import Any, Optional, Tuple
 
@@ -334,3 +335,42 @@ def id_pack(netref: Any) -> Any:
 
 def refcount(netref: Any) -> Any:
     return object.__getattribute__(netref, "____refcount__")
+
+
+# -- calls under control -----------------------------------------------------------------------
+def pending_seq(conn: Any, result: Any) -> Optional[int]:
+    """The sequence number of an outstanding request, found by its AsyncResult."""
+    for seq, callback in list(conn._request_callbacks.items()):
+        if callback is result:
+            return seq
+    return None
+
+
+def request_finished(conn: Any, seq: int) -> bool:
+    """Whether the reply of request ``seq`` has arrived (serves what is waiting, no blocking)."""
+    conn.poll_all(0)
+    return seq not in conn._request_callbacks
+
+
+def serve_until(conn: Any, done: Any, timeout: float) -> bool:
+    """Serve the connection until ``done()`` or ``timeout`` seconds; returns ``done()``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        conn.poll_all(min(left, 0.05))
+    return True
+
+
+def result_arrived(result: Any) -> bool:
+    """Whether an AsyncResult holds a reply (as opposed to having expired)."""
+    return bool(result._is_ready)
+
+
+def is_closed(conn: Any) -> bool:
+    """Closed by us, or by the peer: rpyc's ``conn.closed`` only knows the first."""
+    try:
+        return bool(conn.closed or conn._channel.closed)
+    except Exception:
+        return True

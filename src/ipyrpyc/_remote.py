@@ -152,8 +152,145 @@ def __ipyrpyc_build__():
         linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
         exec(compile(source, filename, "exec"), namespace)
 
-    info = (sys.version.split()[0], os.getpid(), socket.gethostname())
-    return info, display, complete, describe, execute
+    def run_cell(source, filename, namespace):
+        """Run a cell like IPython: (True, value of the last expression) or (False, None)."""
+        import ast
+        linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+        tree = ast.parse(source, filename, "exec")
+        last = None
+        if tree.body and isinstance(tree.body[-1], ast.Expr):
+            last = ast.Expression(tree.body.pop().value)
+        exec(compile(tree, filename, "exec"), namespace)
+        if last is None:
+            return False, None
+        return True, eval(compile(last, filename, "eval"), namespace)
+
+    # -- values by copy, without pickle: plain data and numpy arrays only --------------------
+    def export(obj, depth=0):
+        t = type(obj)
+        if depth > 100:
+            raise ValueError("nested more than 100 levels deep")
+        if obj is None or t in (bool, int, float, complex, str, bytes):
+            return ("value", obj)
+        if t in (list, tuple, set, frozenset):
+            return (t.__name__, tuple(export(x, depth + 1) for x in obj))
+        if t is dict:
+            return ("dict", tuple((export(k, depth + 1), export(v, depth + 1)) for k, v in obj.items()))
+        if type_name(obj) == "numpy.ndarray" and obj.dtype.kind not in "OV":
+            return ("ndarray", obj.dtype.str, tuple(obj.shape), obj.tobytes())
+        raise TypeError("%s is not plain data" % type_name(obj))
+
+    def build(tree):
+        kind = tree[0]
+        if kind == "value":
+            return tree[1]
+        if kind in ("list", "tuple", "set", "frozenset"):
+            items = [build(x) for x in tree[1]]
+            return {"list": list, "tuple": tuple, "set": set, "frozenset": frozenset}[kind](items)
+        if kind == "dict":
+            return dict((build(k), build(v)) for k, v in tree[1])
+        if kind == "ndarray":
+            import numpy
+            return numpy.frombuffer(tree[3], dtype=numpy.dtype(tree[1])).reshape(tree[2]).copy()
+        raise TypeError("unknown kind %r" % (kind,))
+
+    def pull(namespace, name):
+        if name not in namespace:
+            raise NameError("name %r is not defined on the server" % (name,))
+        return export(namespace[name])
+
+    def push(namespace, name, tree):
+        namespace[name] = build(tree)
+
+    # -- the connection being served, found without help from the client ------------------
+    def serving_connection():
+        frame = sys._getframe(1)
+        while frame is not None:
+            candidate = frame.f_locals.get("self")
+            if frame.f_code.co_name == "_dispatch_request" and hasattr(candidate, "_config"):
+                return candidate
+            frame = frame.f_back
+        return None
+
+    connection = serving_connection()
+    if connection is not None:
+        # an injected KeyboardInterrupt must come back as an error reply, not end the connection
+        connection._config["propagate_KeyboardInterrupt_locally"] = False
+    connection_id = id(connection) if connection is not None else 0
+
+    def interrupt(target_id):
+        """Raise KeyboardInterrupt in the threads serving a request of connection target_id."""
+        import ctypes
+        hits = 0
+        for tid, frame in sys._current_frames().items():
+            while frame is not None:
+                if (frame.f_code.co_name == "_dispatch_request"
+                        and id(frame.f_locals.get("self")) == target_id):
+                    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                        ctypes.c_ulong(tid), ctypes.py_object(KeyboardInterrupt))
+                    hits += 1
+                    break
+                frame = frame.f_back
+        return hits
+
+    # -- live output: writes from this connection's serving threads go to the client --------
+    def router():
+        import threading
+        module = sys.modules.get("__ipyrpyc_router__")
+        if module is not None:
+            return module
+        module = types.ModuleType("__ipyrpyc_router__")
+        module.routes = {}
+        module.lock = threading.Lock()
+
+        class Router(object):
+            """Sends writes of registered threads to their client; all others go where they went."""
+
+            def __init__(self, original, name):
+                self.original = original
+                self.name = name
+
+            def write(self, text):
+                send = module.routes.get(threading.get_ident())
+                if send is not None:
+                    try:
+                        send(self.name, text)
+                        return len(text)
+                    except Exception:
+                        module.routes.pop(threading.get_ident(), None)
+                return self.original.write(text)
+
+            def flush(self):
+                return self.original.flush()
+
+            def __getattr__(self, name):
+                return getattr(self.original, name)
+
+        module.Router = Router
+        sys.modules["__ipyrpyc_router__"] = module
+        return module
+
+    def route(sink_write):
+        """Send this serving thread's stdout/stderr to the client's sink (None: stop)."""
+        import threading
+        import rpyc
+        module = router()
+        tid = threading.get_ident()
+        with module.lock:
+            if sink_write is None:
+                module.routes.pop(tid, None)
+            else:
+                module.routes[tid] = rpyc.async_(sink_write)
+            for name in ("stdout", "stderr"):
+                stream = getattr(sys, name)
+                if module.routes and not isinstance(stream, module.Router):
+                    setattr(sys, name, module.Router(stream, name))
+                elif not module.routes and isinstance(stream, module.Router):
+                    setattr(sys, name, stream.original)
+        return len(module.routes)
+
+    info = (sys.version.split()[0], os.getpid(), socket.gethostname(), connection_id)
+    return info, display, complete, describe, execute, run_cell, interrupt, route, pull, push
 '''
 
 BOOTSTRAP = (

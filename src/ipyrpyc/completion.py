@@ -14,7 +14,7 @@ import re
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from . import _compat
-from .session import helper_for
+from .helper import helper_for
 from .tracebacks import inert
 
 _ATTR = re.compile(r"(?P<expr>[A-Za-z_]\w*(?:\s*\.\s*[A-Za-z_]\w*)*)\s*\.\s*(?P<prefix>\w*)$")

@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, Optional, Tuple
 from IPython.lib import pretty
 
 from . import _compat
-from .session import helper_for
+from .helper import helper_for
 from .tracebacks import inert
 
 Bundle = Tuple[Dict[str, Any], Dict[str, Any]]
@@ -56,7 +56,7 @@ def placeholder(obj: Any, why: str) -> str:
 def remote_bundle(obj: Any, limits: Limits, rich: Optional[bool] = None) -> Bundle:
     """The display data of a netref: one round trip, or a short marker without one."""
     conn = _compat.connection_of(obj)
-    if conn is None or conn.closed:
+    if conn is None or _compat.is_closed(conn):
         return {"text/plain": placeholder(obj, "connection closed")}, {}
     helper = helper_for(conn)
     if helper is None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import html
+import math
 import shlex
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, line_magic, magics_class
+from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Enum, Float, Int, List as ListTrait, TraitError, Unicode, validate
+
+from . import _compat
 
 from .session import (
     ConnectError,
@@ -195,6 +198,9 @@ class RpycMagics(Magics):
         config=True
     )
     completion_timeout = Float(1.0, help="Seconds tab completion may wait for the server.").tag(config=True)
+    live_output = Bool(
+        True, help="Show what the server prints while serving this connection in the calling cell."
+    ).tag(config=True)
     rich_display = Bool(
         True, help="Ask remote objects for rich output (_repr_html_, _repr_png_, figures)."
     ).tag(config=True)
@@ -304,6 +310,7 @@ class RpycMagics(Magics):
             trust=bool(args.trust or self.trust),
             timeout=timeout,
             connect_timeout=min(self.connect_timeout, timeout),
+            live_output=self.live_output,
         )
 
     # -- magics ------------------------------------------------------------------------------
@@ -425,6 +432,79 @@ class RpycMagics(Magics):
         print(f"Reconnected {session.name} to {session.summary()}; bound {', '.join(bound) or 'nothing'}")
 
     @magic_arguments()
+    @argument("name", nargs="?", help="connection to run on (default: the only one)")
+    @argument("--timeout", "-t", type=float, help="seconds this cell may take (default: the connection's)")
+    @argument("--push", default="", metavar="a,b", help="local variables to copy to the server first")
+    @argument("--pull", default="", metavar="c,d", help="server variables to copy back here afterwards")
+    @cell_magic
+    def rpyc(self, line: str, cell: str) -> Any:
+        """Run the cell on the server, in the connection's remote namespace.
+
+        The last expression is displayed like a normal cell's; what the server prints
+        appears here as it happens; errors show the cell's own lines. ``--push`` and
+        ``--pull`` copy plain data (numbers, strings, lists, dicts, numpy arrays …)
+        without pickle; on a ``--trust`` connection anything picklable can be pulled.
+
+        Example::
+
+            %%rpyc lab --push n --pull total
+            total = sum(i * i for i in range(n))
+            total
+        """
+        from .transfer import export, rebuild
+
+        args = _parse(self.rpyc, line)
+        session = self._session(args.name)
+        if session.conn is None:
+            raise UsageError(f"{session.name} is not connected: %rpyc_reconnect {session.name}")
+        if session.helper is None:
+            raise UsageError(f"{session.address} cannot run ipyrpyc's helper, so %%rpyc is not available there")
+        try:
+            push = [check_identifier(n.strip(), "--push") for n in args.push.split(",") if n.strip()]
+            pull = [check_identifier(n.strip(), "--pull") for n in args.pull.split(",") if n.strip()]
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
+            raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+        trees = {}
+        for name in push:
+            if name not in self.shell.user_ns:
+                raise UsageError(f"--push {name}: no such variable here")
+            try:
+                trees[name] = export(self.shell.user_ns[name])
+            except (TypeError, ValueError) as e:
+                raise UsageError(f"--push {name}: {e}; only plain data and numpy arrays are copied") from None
+        conn, helper = session.conn, session.helper
+        namespace = conn.namespace
+        saved = _compat.call_timeout(conn)
+        if args.timeout is not None:
+            _compat.set_call_timeout(conn, args.timeout)
+        try:
+            for name, tree in trees.items():
+                helper.push(namespace, name, tree)
+            session.cells += 1
+            has_value, value = helper.run_cell(cell, f"<{session.name}.cell-{session.cells}>", namespace)
+        except BaseException as e:
+            if _compat.remote_tb_text(e) is not None:
+                e._ipyrpyc_cell = True  # type: ignore[attr-defined]  # its remote frames say it all
+            raise
+        finally:
+            _compat.set_call_timeout(conn, saved)
+        for name in pull:
+            try:
+                self.shell.user_ns[name] = rebuild(helper.pull(namespace, name))
+            except NameError:
+                raise UsageError(f"--pull {name}: not defined on the server") from None
+            except TypeError as e:
+                if not session.target.trust:
+                    raise UsageError(f"--pull {name}: {e}; copying it needs pickle, which lets the server "
+                                     "run code in this kernel: only on a --trust connection") from None
+                import rpyc.utils.classic
+
+                self.shell.user_ns[name] = rpyc.utils.classic.obtain(namespace[name])
+        return value if has_value else None
+
+    @magic_arguments()
     @argument("expression", nargs="+", help="an expression whose value is a netref, e.g. rsys.path")
     @line_magic
     def rpyc_info(self, line: str = "") -> None:
@@ -435,7 +515,7 @@ class RpycMagics(Magics):
         Usage: ``%rpyc_info rsys.path``
         """
         from . import _compat
-        from .session import helper_for
+        from .helper import helper_for
 
         args = _parse(self.rpyc_info, line)
         expression = " ".join(args.expression)
@@ -451,7 +531,7 @@ class RpycMagics(Magics):
         where = f"{session.name} ({session.address})" if session else (_compat.peer_address(conn) or "?")
         slots = [n for n in _compat.BaseNetref.__slots__ if n.startswith("____")]
         print(f"{expression}: netref to a remote {type_name}")
-        print(f"  ____conn__      the connection: {where}{' (closed)' if conn is None or conn.closed else ''}")
+        print(f"  ____conn__      the connection: {where}{' (closed)' if conn is None or _compat.is_closed(conn) else ''}")
         print(f"  ____id_pack__   ({type_name!r}, {type_id}, {obj_id}): remote type, id of the type, "
               "id of the object (the tutorial's ____oid__)")
         print(f"  ____refcount__  {_compat.refcount(obj)}: references this client holds to the remote object")

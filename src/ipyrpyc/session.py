@@ -16,7 +16,9 @@ import rpyc
 from rpyc.core.service import ClassicClient, ClassicService
 from rpyc.utils.factory import connect_stream
 
-from . import _compat, _remote
+from . import _compat
+from .calls import CallGuard
+from .helper import HELPERS, OutputSink, RemoteExecute, RemoteHelper, warn_once
 from .server import EmbeddedServer
 
 DEFAULT_PORT = 18812
@@ -27,97 +29,6 @@ _INFO_EXPR = (
     "(__import__('sys').version.split()[0], __import__('os').getpid(), "
     "__import__('socket').gethostname())"
 )
-
-
-class RemoteHelper:
-    """Netrefs to the helper functions of :mod:`._remote` on one connection.
-
-    Each call is one round trip, bounded by ``timeout`` (the reply of a call that
-    ran out of time is dropped when it arrives; the connection stays usable).
-    """
-
-    def __init__(self, conn: Any, info: Tuple[Any, ...], display: Any, complete: Any,
-                 describe: Any, execute: Any) -> None:
-        self.conn_ref = weakref.ref(conn)
-        self.info = info
-        self._display, self._complete, self._describe, self._execute = display, complete, describe, execute
-
-    @classmethod
-    def install(cls, conn: Any) -> "RemoteHelper":
-        """Send the helper code to a classic server: one round trip."""
-        info, *functions = conn.eval(_remote.BOOTSTRAP)
-        helper = cls(conn, tuple(info), *functions)
-        HELPERS[conn] = helper
-        return helper
-
-    @property
-    def alive(self) -> bool:
-        conn = self.conn_ref()
-        return conn is not None and not conn.closed
-
-    def call(self, function: Any, *args: Any, timeout: Optional[float]) -> Any:
-        result = rpyc.async_(function)(*args)
-        if timeout is not None:
-            result.set_expiry(timeout)
-        return result.value
-
-    def display(self, obj: Any, text_limit: int, data_limit: int, rich: bool, timeout: float) -> Any:
-        return self.call(self._display, obj, text_limit, data_limit, rich, timeout=timeout)
-
-    def complete(self, obj: Any, chain: Tuple[str, ...], limit: int, timeout: float) -> Any:
-        return self.call(self._complete, obj, chain, limit, timeout=timeout)
-
-    def describe(self, obj: Any, detail: int, text_limit: int, timeout: float) -> Any:
-        return self.call(self._describe, obj, detail, text_limit, timeout=timeout)
-
-    def execute(self, source: str, filename: str, namespace: Any) -> None:
-        self._execute(source, filename, namespace)
-
-
-# The helper of every connection that has one (ours, and plain rpyc connections that
-# were displayed); None where it could not be installed.
-HELPERS: "weakref.WeakKeyDictionary[Any, Optional[RemoteHelper]]" = weakref.WeakKeyDictionary()
-
-
-def helper_for(conn: Any) -> Optional[RemoteHelper]:
-    """The connection's helper, installed on first use for connections that are not ours."""
-    if conn is None or conn.closed:
-        return None
-    if conn in HELPERS:
-        return HELPERS[conn]
-    try:
-        return RemoteHelper.install(conn)
-    except Exception as e:
-        HELPERS[conn] = None
-        _warn_once(f"the server {_compat.peer_address(conn) or ''} cannot run ipyrpyc's helper "
-                   f"({type(e).__name__}); its objects display the plain rpyc way")
-        return None
-
-
-_warned: set = set()
-
-
-def _warn_once(message: str) -> None:
-    if message not in _warned:
-        _warned.add(message)
-        print(f"ipyrpyc: {message}", file=sys.stderr, flush=True)
-
-
-class RemoteExecute:
-    """``conn.execute`` that names each piece of code and gives its lines to the server's
-    ``linecache``, so remote tracebacks show the source (a stock server compiles it as
-    ``<string>``, with no source anywhere). One round trip, like the original."""
-
-    def __init__(self, conn: Any, name: str, helper: RemoteHelper) -> None:
-        self.namespace = conn.namespace
-        self.name = name
-        self.helper = helper
-        self.count = 0
-
-    def __call__(self, text: str) -> None:
-        """Execute ``text`` in the connection's remote namespace."""
-        self.count += 1
-        self.helper.execute(text, f"<{self.name}.execute-{self.count}>", self.namespace)
 
 
 class ConnectError(Exception):
@@ -204,6 +115,7 @@ class Target:
     trust: bool = False
     timeout: Optional[float] = 30.0
     connect_timeout: float = 5.0
+    live_output: bool = True
 
     @property
     def embedded(self) -> bool:
@@ -237,18 +149,58 @@ class Session:
         self.remote_pid: Optional[int] = None
         self.remote_host = "?"
         self.address = target.describe()
+        self.sink = OutputSink()
+        self.cells = 0  # %%rpyc cells run, for their file names
+        self._control: Any = None
+        self._control_helper: Optional[RemoteHelper] = None
 
     # -- life cycle ------------------------------------------------------------------------
     def open(self) -> "Session":
+        """Connect (starting the embedded server if needed) and prepare the connection."""
         t = self.target
-        service = ClassicService if t.trust else ClassicClient
+        if t.embedded and (self.server is None or not self.server.alive()):
+            if self.server is not None:
+                self.server.stop()
+            try:
+                self.server = EmbeddedServer().start()
+            except Exception as e:
+                self.server = None
+                raise ConnectError(f"cannot start the embedded server: {_reason(e)}") from None
+        conn = self._connect(ClassicService if t.trust else ClassicClient)
+        try:
+            self.helper = RemoteHelper.install(conn)
+            info = (self.helper.python, self.helper.pid, self.helper.host)
+        except Exception as helper_error:
+            self.helper = HELPERS[conn] = None
+            try:
+                info = conn.eval(_INFO_EXPR)
+            except Exception as e:
+                conn.close()
+                raise ConnectError(
+                    f"connected to {self.address}, but it is not a classic server: {_reason(e)}"
+                ) from None
+            warn_once(f"{self.address} cannot run ipyrpyc's helper ({type(helper_error).__name__}); "
+                      "its objects display the plain rpyc way")
+        self.remote_python, self.remote_pid, self.remote_host = info
+        _compat.set_call_timeout(conn, t.timeout)
+        if self.helper is not None:
+            conn.execute = RemoteExecute(conn, self.name, self.helper)
+            if t.live_output:
+                try:
+                    self.helper.route(self.sink.write, timeout=t.connect_timeout)
+                except Exception as e:
+                    warn_once(f"{self.address}: no live remote output ({type(e).__name__})")
+        conn.sync_request = CallGuard(self, conn)
+        self.conn = conn
+        return self
+
+    def _connect(self, service: Any) -> Any:
+        """A new rpyc connection to the target (the handshake bounded by connect_timeout)."""
+        t = self.target
         config = {"sync_request_timeout": t.connect_timeout}
         try:
             if t.embedded:
-                if self.server is None or not self.server.alive():
-                    if self.server is not None:
-                        self.server.stop()
-                    self.server = EmbeddedServer().start()
+                assert self.server is not None and self.server.address is not None
                 stream = self._unix_or_tcp_stream(self.server.address)
             elif t.ssh:
                 stream = self._ssh_stream()
@@ -279,27 +231,22 @@ class Session:
             raise ConnectError(f"cannot connect to {self.address}: {_reason(e)}") from None
         except Exception as e:  # a peer that is not an rpyc classic server, a broken server …
             raise ConnectError(f"cannot connect to {self.address}: {type(e).__name__}: {_reason(e)}") from None
-        try:
-            self.helper = RemoteHelper.install(conn)
-            info = self.helper.info
-        except Exception as helper_error:
-            self.helper = HELPERS[conn] = None
-            try:
-                info = conn.eval(_INFO_EXPR)
-            except Exception as e:
-                conn.close()
-                raise ConnectError(
-                    f"connected to {self.address}, but it is not a classic server: {_reason(e)}"
-                ) from None
-            _warn_once(f"{self.address} cannot run ipyrpyc's helper ({type(helper_error).__name__}); "
-                       "its objects display the plain rpyc way")
-        self.remote_python, self.remote_pid, self.remote_host = info
-        _compat.set_call_timeout(conn, t.timeout)
         _compat.set_read_timeout(stream, None)
-        if self.helper is not None:
-            conn.execute = RemoteExecute(conn, self.name, self.helper)
-        self.conn = conn
-        return self
+        return conn
+
+    def interrupt_remote(self, timeout: float = 1.0) -> bool:
+        """Raise KeyboardInterrupt in the server thread running our call, through a second
+        connection opened for that (the first is busy). Best effort; never raises."""
+        if self.helper is None or self.conn is None:
+            return False
+        try:
+            if self._control is None or _compat.is_closed(self._control):
+                control = self._connect(ClassicClient)
+                self._control_helper = RemoteHelper.install(control)
+                self._control = control
+            return self._control_helper.interrupt(self.helper.connection_id, timeout) > 0
+        except Exception:
+            return False
 
     def _unix_or_tcp_stream(self, address: Any) -> Any:
         if isinstance(address, str):
@@ -372,11 +319,7 @@ class Session:
     def close(self) -> None:
         """Close the connection and stop what we started for it; never raises."""
         conn, self.conn = self.conn, None
-        if conn is not None:
-            try:
-                conn.close()
-            except Exception:
-                pass
+        self._close_connection(conn)
         machine = getattr(self, "_ssh_machine", None)
         if machine is not None:
             try:
@@ -390,20 +333,39 @@ class Session:
 
     def reopen(self) -> "Session":
         """A fresh connection to the same place (a new embedded server if the old one died)."""
-        old = self.conn
-        self.conn = None
-        if old is not None:
+        old, self.conn = self.conn, None
+        self._close_connection(old)
+        return self.open()
+
+    def _close_connection(self, conn: Any) -> None:
+        """Take back what we installed on the server (live output), then close; never raises."""
+        control, self._control = self._control, None
+        for c in (conn, control):
+            if c is None:
+                continue
+            if c is conn and self.helper is not None and not _compat.is_closed(c) and self.target.live_output:
+                guard = c.__dict__.get("sync_request")
+                if not (isinstance(guard, CallGuard) and guard.pending is not None):
+                    try:
+                        self.helper.route(None, timeout=1.0)
+                    except Exception:
+                        pass
             try:
-                old.close()
+                c.close()
             except Exception:
                 pass
-        return self.open()
 
     # -- health ----------------------------------------------------------------------------
     def state(self, timeout: float = 2.0) -> Tuple[str, Optional[float]]:
         """``("alive", seconds)``, ``("busy", None)`` or ``("lost", None)``."""
         conn = self.conn
-        if conn is None or conn.closed:
+        if conn is None or _compat.is_closed(conn):
+            return "lost", None
+        guard = conn.__dict__.get("sync_request")
+        try:
+            if isinstance(guard, CallGuard) and guard.busy(conn):
+                return "busy", None
+        except Exception:
             return "lost", None
         start = time.perf_counter()
         try:
@@ -411,7 +373,7 @@ class Session:
         except (EOFError, OSError):
             return "lost", None
         except Exception:
-            return ("lost", None) if conn.closed else ("busy", None)
+            return ("lost", None) if _compat.is_closed(conn) else ("busy", None)
         return "alive", time.perf_counter() - start
 
     def summary(self) -> str:

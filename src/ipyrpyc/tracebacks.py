@@ -17,6 +17,7 @@ import types
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import _compat
+from .errors import SessionError
 
 CHAIN_MESSAGES = (
     "The above exception was the direct cause of the following exception:",
@@ -157,6 +158,11 @@ def is_remote(exc: BaseException) -> bool:
     return _compat.remote_tb_text(exc) is not None
 
 
+def came_from_a_call(exc: BaseException) -> bool:
+    """ipyrpyc's errors about a connection, and a Ctrl-C that interrupted a remote call."""
+    return isinstance(exc, SessionError) or getattr(exc, "_ipyrpyc_call", False) is True
+
+
 def exception_chain(exc: BaseException) -> List[Tuple[BaseException, Optional[str]]]:
     """Oldest first: (exception, message linking it to the next one)."""
     out: List[Tuple[BaseException, Optional[str]]] = []
@@ -256,6 +262,8 @@ class Renderer:
     def one(self, exc: BaseException, mode: str, last: bool = True) -> List[str]:
         itb = self.shell.InteractiveTB
         text = _compat.remote_tb_text(exc)
+        if text is not None and getattr(exc, "_ipyrpyc_cell", False) and mode == "both":
+            mode = "remote"  # a %%rpyc cell: the local side is only the magic's plumbing
         out: List[str] = []
         if text is not None and mode in ("both", "remote"):
             origin = self.origin_of(exc)
@@ -364,7 +372,8 @@ class ExceptionHook:
             return previous_handler(etype, value, tb, tb_offset)
         stb = None
         try:
-            if self.mode() != "raw" and any(is_remote(e) for e, _ in exception_chain(value)):
+            chain = [e for e, _ in exception_chain(value)]
+            if self.mode() != "raw" and any(is_remote(e) or came_from_a_call(e) for e in chain):
                 stb = self.renderer.structured_traceback(value, self.mode())
         except Exception:
             stb = None

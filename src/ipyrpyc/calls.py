@@ -1,0 +1,107 @@
+"""Every synchronous rpyc call of a session, under control.
+
+rpyc's own ``sync_request`` leaves a connection silently blocked after Ctrl-C (the
+server keeps working and the next call waits for it), says ``EOFError`` when the
+server is gone and ``result expired`` on a timeout.  :class:`CallGuard` replaces it
+on our connections: an interrupted or timed-out call is stopped on the server where
+Python can stop it, a connection still busy with one fails at once with a clear
+line, and lost servers and stale netrefs get errors that say what to do.
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING, Any, Optional
+
+from . import _compat
+from .errors import BusyError, ConnectionLostError, RemoteTimeoutError, StaleNetrefError
+
+if TYPE_CHECKING:
+    from .session import Session
+
+SETTLE_SECONDS = 0.5  # how long an interrupt waits for the server to confirm the call stopped
+
+
+class CallGuard:
+    """Installed as ``conn.sync_request``; netrefs of the connection call it for every request."""
+
+    def __init__(self, session: "Session", conn: Any) -> None:
+        self.session = session
+        self.conn_ref = weakref.ref(conn)
+        self.pending: Optional[int] = None  # sequence number of an abandoned call still running
+        self.pending_why = ""
+
+    def __call__(self, handler: int, *args: Any) -> Any:
+        conn = self.conn_ref()
+        session = self.session
+        if conn is None or conn is not session.conn:
+            raise StaleNetrefError(
+                f"this object belongs to an earlier connection {session.name!r} to {session.address}, "
+                "now closed: use the names %rpyc_connect/%rpyc_reconnect bound since"
+            )
+        if _compat.is_closed(conn):
+            raise self.lost(None)
+        self.check_busy(conn)
+        result = None
+        try:
+            result = conn.async_request(handler, *args, timeout=_compat.call_timeout(conn))
+            return result.value
+        except KeyboardInterrupt as e:
+            self.abandon(conn, result, "the interrupted call")
+            where = "still running on the server" if self.pending is not None else "stopped on the server"
+            e.args = (f"interrupted a call on {session.name} ({where})",)
+            e._ipyrpyc_call = True  # type: ignore[attr-defined]  # drawn without rpyc's frames
+            raise
+        except TimeoutError:
+            if result is None or _compat.result_arrived(result):
+                raise  # a TimeoutError raised by the remote code itself
+            self.abandon(conn, result, "the call that timed out")
+            stopped = self.pending is None
+            raise RemoteTimeoutError(
+                f"{session.name}: no answer from {session.address} within {_compat.call_timeout(conn):g} s"
+                f" ({'stopped on the server' if stopped else 'still running on the server'}); raise the "
+                f"limit with %rpyc_connect --timeout, %config RpycMagics.timeout or %%rpyc --timeout"
+            ) from None
+        except EOFError as e:
+            if _compat.is_closed(conn):
+                raise self.lost(e) from None
+            raise
+
+    def lost(self, cause: Optional[BaseException]) -> ConnectionLostError:
+        s = self.session
+        why = f" ({cause})" if cause is not None and str(cause) else ""
+        return ConnectionLostError(
+            f"the connection {s.name!r} to {s.address} is lost{why}; %rpyc_reconnect {s.name} opens a new one"
+        )
+
+    def busy(self, conn: Any) -> bool:
+        """Whether an abandoned call still occupies the server (serves what has arrived)."""
+        if self.pending is None:
+            return False
+        try:
+            finished = _compat.request_finished(conn, self.pending)
+        except EOFError as e:
+            raise self.lost(e) from None
+        if finished:
+            self.pending = None
+        return not finished
+
+    def check_busy(self, conn: Any) -> None:
+        if self.busy(conn):
+            s = self.session
+            raise BusyError(
+                f"{s.name} is still busy with {self.pending_why} on {s.address}; it answers again when "
+                f"that call ends there. %rpyc_reconnect {s.name} gives a fresh connection now"
+            )
+
+    def abandon(self, conn: Any, result: Any, why: str) -> None:
+        """The caller gave up on ``result``: stop the remote work if possible, else remember it."""
+        seq = _compat.pending_seq(conn, result) if result is not None else None
+        if seq is None:
+            return
+        self.pending, self.pending_why = seq, why
+        try:
+            self.session.interrupt_remote()
+            _compat.serve_until(conn, lambda: not self.busy(conn), SETTLE_SECONDS)
+        except (KeyboardInterrupt, Exception):
+            pass  # best effort: the next call reports the state
