@@ -213,10 +213,54 @@ def __ipyrpyc_build__():
         return None
 
     connection = serving_connection()
+    last_failure = []  # (type, value, traceback) of this connection's last failed request
     if connection is not None:
         # an injected KeyboardInterrupt must come back as an error reply, not end the connection
         connection._config["propagate_KeyboardInterrupt_locally"] = False
+        box_exc = connection._box_exc
+
+        def _box_exc(typ, val, tb):
+            if typ is not None and not issubclass(typ, (StopIteration, GeneratorExit)):
+                last_failure[:] = [(typ, val, tb)]
+            return box_exc(typ, val, tb)
+
+        connection._box_exc = _box_exc
     connection_id = id(connection) if connection is not None else 0
+
+    def debug(readline, write):
+        """Post-mortem pdb on the last failed request, talking through the client's callbacks."""
+        import pdb
+        if not last_failure:
+            return None
+        typ, val, tb = last_failure[0]
+
+        class Out(object):
+            def __init__(self):
+                self.pending = ""
+
+            def write(self, text):
+                head, sep, tail = (self.pending + text).rpartition("\n")
+                if sep:
+                    write(head + sep)
+                self.pending = tail
+                return len(text)
+
+            def flush(self):
+                pass
+
+        out = Out()
+
+        class In(object):
+            def readline(self):
+                prompt, out.pending = out.pending, ""
+                return readline(prompt)
+
+        debugger = pdb.Pdb(stdin=In(), stdout=out, nosigint=True, readrc=False)
+        debugger.reset()
+        debugger.interaction(None, tb)
+        if out.pending:
+            write(out.pending)
+        return "%s: %s" % (typ.__name__, val)
 
     def interrupt(target_id):
         """Raise KeyboardInterrupt in the threads serving a request of connection target_id."""
@@ -290,7 +334,7 @@ def __ipyrpyc_build__():
         return len(module.routes)
 
     info = (sys.version.split()[0], os.getpid(), socket.gethostname(), connection_id)
-    return info, display, complete, describe, execute, run_cell, interrupt, route, pull, push
+    return info, display, complete, describe, execute, run_cell, interrupt, route, pull, push, debug
 '''
 
 BOOTSTRAP = (

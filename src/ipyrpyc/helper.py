@@ -19,12 +19,13 @@ class RemoteHelper:
     """
 
     def __init__(self, conn: Any, info: Tuple[Any, ...], display: Any, complete: Any, describe: Any,
-                 execute: Any, run_cell: Any, interrupt: Any, route: Any, pull: Any, push: Any) -> None:
+                 execute: Any, run_cell: Any, interrupt: Any, route: Any, pull: Any, push: Any,
+                 debug: Any) -> None:
         self.conn_ref = weakref.ref(conn)
         self.python, self.pid, self.host, self.connection_id = info
         self._display, self._complete, self._describe = display, complete, describe
         self._execute, self._run_cell, self._interrupt, self._route = execute, run_cell, interrupt, route
-        self._pull, self._push = pull, push
+        self._pull, self._push, self._debug = pull, push, debug
 
     @classmethod
     def install(cls, conn: Any) -> "RemoteHelper":
@@ -66,6 +67,10 @@ class RemoteHelper:
 
     def push(self, namespace: Any, name: str, tree: Any) -> None:
         self._push(namespace, name, tree)
+
+    def debug(self, readline: Any, write: Any) -> Optional[str]:
+        """Post-mortem pdb on the server for this connection's last failed call (None: no failure)."""
+        return self._debug(readline, write)
 
     def interrupt(self, connection_id: int, timeout: float) -> int:
         """Raise KeyboardInterrupt in the server threads serving ``connection_id`` (another connection)."""

@@ -505,6 +505,40 @@ class RpycMagics(Magics):
         return value if has_value else None
 
     @magic_arguments()
+    @argument("name", nargs="?", help="connection (default: the only one)")
+    @line_magic
+    def rpyc_debug(self, line: str = "") -> None:
+        """Post-mortem debugger on the server, at the last remote exception of a connection.
+
+        pdb runs on the server, on the real remote frames; its prompts arrive here as
+        input requests (``p x``, ``l``, ``u``/``d``, ``q``). Usage: ``%rpyc_debug [NAME]``
+        """
+        args = _parse(self.rpyc_debug, line)
+        session = self._session(args.name)
+        if session.conn is None or session.helper is None:
+            raise UsageError(f"{session.name} is not connected (or cannot run ipyrpyc's helper)")
+
+        def readline(prompt: str) -> str:
+            try:
+                return input(prompt) + "\n"
+            except (EOFError, KeyboardInterrupt):
+                return "q\n"
+
+        def write(text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        conn = session.conn
+        saved = _compat.call_timeout(conn)
+        _compat.set_call_timeout(conn, None)  # a debugging session takes as long as it takes
+        try:
+            what = session.helper.debug(readline, write)
+        finally:
+            _compat.set_call_timeout(conn, saved)
+        if what is None:
+            print(f"No remote exception on {session.name} to debug.")
+
+    @magic_arguments()
     @argument("expression", nargs="+", help="an expression whose value is a netref, e.g. rsys.path")
     @line_magic
     def rpyc_info(self, line: str = "") -> None:
