@@ -37,11 +37,13 @@ class Extension:
             self.shell.configurables.append(self.magics)
         for hook in self.hooks:
             hook.install()
+        self.shell.events.register("pre_run_cell", self._pre_run_cell)
         atexit.register(self.magics.registry.close_all)
 
     def uninstall(self) -> None:
         self.magics.registry.close_all()
         atexit.unregister(self.magics.registry.close_all)
+        self.shell.events.unregister("pre_run_cell", self._pre_run_cell)
         for hook in reversed(self.hooks):
             hook.uninstall()
         self.short_messages.restore()
@@ -51,6 +53,10 @@ class Extension:
             for name in table:
                 manager.magics[kind].pop(name, None)
         self.shell.configurables[:] = [c for c in self.shell.configurables if c is not self.magics]
+
+    def _pre_run_cell(self, *args: Any) -> None:
+        if self.magics.auto_reconnect:
+            self.magics.reconnect_lost()
 
     def _on_remote_exception(self, exc: BaseException, conn: Any) -> None:
         """Called by the unbox hook for every exception that arrives over any rpyc connection."""

@@ -198,6 +198,9 @@ class RpycMagics(Magics):
         config=True
     )
     completion_timeout = Float(1.0, help="Seconds tab completion may wait for the server.").tag(config=True)
+    auto_reconnect = Bool(
+        False, help="Before each cell, reopen connections whose server went away and re-bind their names."
+    ).tag(config=True)
     live_output = Bool(
         True, help="Show what the server prints while serving this connection in the calling cell."
     ).tag(config=True)
@@ -312,6 +315,20 @@ class RpycMagics(Magics):
             connect_timeout=min(self.connect_timeout, timeout),
             live_output=self.live_output,
         )
+
+    def reconnect_lost(self) -> None:
+        """Reopen every connection whose server went away (no round trip to find out)."""
+        for session in list(self.registry.sessions.values()):
+            conn = session.conn
+            if conn is not None and not _compat.is_closed(conn) and not _compat.peer_closed(conn):
+                continue
+            try:
+                session.reopen()
+            except ConnectError as e:
+                _warn(f"automatic reconnect of {session.name} failed: {e}")
+                continue
+            bound, _ = self.registry.inject(session, False)
+            _warn(f"reconnected {session.name} to {session.summary()}; bound {', '.join(bound) or 'nothing'}")
 
     # -- magics ------------------------------------------------------------------------------
     @magic_arguments()
