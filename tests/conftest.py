@@ -122,12 +122,23 @@ def classic_server() -> Iterator[StockServer]:
         server.stop()
 
 
-@pytest.fixture
-def shell():
-    """A clean terminal-style ``InteractiveShell`` with ipyrpyc loaded; unloaded afterwards."""
+def global_shell():
+    """The process-wide test shell (``start_ipython()`` returns it on its first call only)."""
+    from IPython.terminal.interactiveshell import TerminalInteractiveShell
     from IPython.testing.globalipapp import start_ipython
 
-    ip = start_ipython()
+    return start_ipython() or TerminalInteractiveShell.instance()
+
+
+@pytest.fixture
+def shell():
+    """A clean terminal-style ``InteractiveShell`` with ipyrpyc loaded; unloaded afterwards.
+
+    ``RpycMagics`` settings made with ``%config`` live in the global shell's config, so
+    they are dropped before and after; no process the test started may outlive it.
+    """
+    ip = global_shell()
+    ip.config.pop("RpycMagics", None)
     ip.reset(new_session=False)
     ip.run_line_magic("load_ext", "ipyrpyc")
     magics = ip.magics_manager.registry["RpycMagics"]
@@ -136,8 +147,9 @@ def shell():
         yield ip
     finally:
         ip.run_line_magic("unload_ext", "ipyrpyc")
+        ip.config.pop("RpycMagics", None)
         assert not magics.registry.sessions
-        assert wait_until(lambda: not (set(children_of(os.getpid())) - before), 10), "a server outlived the test"
+        assert wait_until(lambda: not (set(children_of(os.getpid())) - before), 10), "a process outlived the test"
 
 
 def free_port() -> int:
