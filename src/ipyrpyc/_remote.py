@@ -108,8 +108,8 @@ def __ipyrpyc_build__():
         try:
             if type(obj) is dict:
                 keys = tuple(k for k in list(obj)[:limit] if isinstance(k, str))
-            elif type_name(obj) == "pandas.core.frame.DataFrame":
-                keys = tuple(str(c) for c in list(obj.columns)[:limit])
+            elif isinstance(obj, getattr(sys.modules.get("pandas"), "DataFrame", ())):
+                keys = tuple(c for c in list(obj.columns)[:limit] if isinstance(c, str))
         except Exception:
             keys = ()
         return type_name(obj), names, keys

@@ -115,6 +115,7 @@ class DisplayHook:
         self.limits = limits
         self.original_format: Any = None
         self.original_pretty: Any = None
+        self.checkers: Any = []
 
     def install(self) -> None:
         if self.original_format is not None:
@@ -122,6 +123,7 @@ class DisplayHook:
         formatter = self.shell.display_formatter
         self.original_format = formatter.format
         formatter.format = self.format
+        self.install_prefilter_guard()
         self.original_pretty = pretty.RepresentationPrinter.pretty
         hook = self
 
@@ -143,6 +145,30 @@ class DisplayHook:
             del formatter.format
         pretty.RepresentationPrinter.pretty = self.original_pretty  # type: ignore[method-assign]
         self.original_format = self.original_pretty = None
+        for checker, guard in self.checkers:
+            if checker.__dict__.get("check") is guard:
+                del checker.check
+        self.checkers = []
+
+    def install_prefilter_guard(self) -> None:
+        """A one-line cell ``df`` makes IPython's prefilter ask ``isinstance(df, Macro)`` and
+        ``isinstance(df, IPyAutocall)`` (twice per cell in ipykernel): for a netref of a
+        non-builtin type each is a remote ``__class__`` lookup.  A netref is never an
+        instance of those local classes, so those checks skip netrefs."""
+        from IPython.core.prefilter import IPyAutocallChecker, MacroChecker
+
+        shell = self.shell
+        for checker in getattr(shell.prefilter_manager, "checkers", ()):
+            if not isinstance(checker, (MacroChecker, IPyAutocallChecker)) or "check" in checker.__dict__:
+                continue
+
+            def guard(line_info: Any, original: Any = checker.check) -> Any:
+                if _compat.is_netref(shell.user_ns.get(line_info.ifun)):
+                    return None
+                return original(line_info)
+
+            checker.check = guard
+            self.checkers.append((checker, guard))
 
     def format(self, obj: Any, include: Any = None, exclude: Any = None) -> Bundle:
         if _compat.is_netref(obj):
