@@ -25,30 +25,6 @@ import rpyc
 
 from conftest import STARTUP_TIMEOUT, children_of, pid_alive, sigkill, wait_until
 
-@pytest.fixture
-def shell():
-    """conftest's ``shell``, usable more than once per process.
-
-    conftest's version calls ``globalipapp.start_ipython()``, which returns None on every call
-    after the first, so the second test in a run that asks for ``shell`` errors out.
-    """
-    from IPython.terminal.interactiveshell import TerminalInteractiveShell
-    from IPython.testing.globalipapp import start_ipython
-
-    start_ipython()
-    ip = TerminalInteractiveShell.instance()
-    ip.reset(new_session=False)
-    ip.run_line_magic("load_ext", "ipyrpyc")
-    magics = ip.magics_manager.registry["RpycMagics"]
-    before = set(children_of(os.getpid()))
-    try:
-        yield ip
-    finally:
-        ip.run_line_magic("unload_ext", "ipyrpyc")
-        assert not magics.registry.sessions
-        assert wait_until(lambda: not (set(children_of(os.getpid())) - before), 10), "a process outlived the test"
-
-
 MODULE_CMD = [sys.executable, "-m", "ipyrpyc", "server"]
 LISTENING = re.compile(r"^ipyrpyc classic server listening on (\S+):(\d+)$")
 
@@ -130,8 +106,8 @@ class ServerProcess:
 
 
 def run_cli(cmd: Sequence[str], *args: str) -> subprocess.CompletedProcess:
-    """Run a command that is expected to exit on its own (usage errors, --help)."""
-    return subprocess.run([*cmd, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    """Run a command that is expected to exit on its own (usage errors, --help); killed after 15 s."""
+    return subprocess.run([*cmd, *args], stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=15)
 
 
 def _decode(hex_addr: str) -> str:
@@ -240,8 +216,8 @@ def test_help(server_cmd):
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        (["--keyfile", "srv.key"], "need --certfile"),
-        (["--ca-certs", "ca.pem"], "need --certfile"),
+        (["--keyfile", "srv.key", "--port", "0"], "need --certfile"),
+        (["--ca-certs", "ca.pem", "--port", "0"], "need --certfile"),
         (["--unix-socket", "/nonexistent/x.sock", "--port", "1"], "--unix-socket cannot be combined"),
         (["--port", "many"], "invalid int value"),
         (["--bogus"], "unrecognized arguments"),
@@ -258,7 +234,7 @@ def test_option_errors_exit_2(server_cmd, args, fragment):
 def test_top_level_usage():
     bare = run_cli([sys.executable, "-m", "ipyrpyc"])
     assert bare.returncode == 2, bare
-    assert "usage: python -m ipyrpyc" in bare.stdout + bare.stderr
+    assert "usage: python -m ipyrpyc" in bare.stderr and bare.stdout == ""
 
     unknown = run_cli([sys.executable, "-m", "ipyrpyc"], "serve")
     assert unknown.returncode == 2, unknown
@@ -362,4 +338,7 @@ def test_console_script_is_installed():
     exe = script_cmd()[0]
     assert os.access(exe, os.X_OK)
     res = run_cli([exe], "--help")
-    assert res.returncode == 0 and res.stdout == run_cli(MODULE_CMD, "--help").stdout
+    module_help = run_cli(MODULE_CMD, "--help").stdout
+    assert res.returncode == 0 and res.stdout.startswith("usage: ipyrpyc-server")
+    assert module_help.startswith("usage: python -m ipyrpyc server")
+    assert res.stdout.split("\n\n", 1)[1] == module_help.split("\n\n", 1)[1]  # same options, same help

@@ -11,7 +11,6 @@ import getpass
 import os
 import queue
 import shlex
-import shutil
 import subprocess
 import sys
 import threading
@@ -25,7 +24,7 @@ from IPython.core.error import UsageError
 
 from certs import make_pki
 from conftest import STARTUP_TIMEOUT, StockServer, children_of, free_port, pid_alive, wait_until
-from test_server_cli import ServerProcess, shell  # noqa: F401  (shell: see its docstring)
+from test_server_cli import ServerProcess
 
 FAIL_FAST = 5.0  # a refused connection must be reported within this many seconds
 
@@ -134,6 +133,26 @@ def test_ssl_client_certificates(shell, pki, capsys):
             server.pid,
         )
         shell.run_line_magic("rpyc_disconnect", "")
+
+
+@pytest.mark.parametrize(
+    "files",
+    [
+        ["--certfile", "missing.pem"],
+        ["--certfile", "srv.pem"],  # the key is in srv.key, not in srv.pem
+        ["--certfile", "srv.pem", "--keyfile", "other.key"],  # not srv.pem's key
+        ["--certfile", "srv.pem", "--keyfile", "srv.key", "--ca-certs", "missing.pem"],
+    ],
+)
+def test_server_rejects_unusable_ssl_files_at_startup(pki, files):
+    """Not at the first client's connection, which is when rpyc itself would load them."""
+    paths = [pki.get(f, os.path.join(os.path.dirname(pki["ca.pem"]), f)) if not f.startswith("--") else f
+             for f in files]
+    res = subprocess.run([sys.executable, "-m", "ipyrpyc", "server", "--port", "0", *paths],
+                         stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=15)
+    assert res.returncode == 2, res
+    assert res.stdout == "" and "Traceback" not in res.stderr
+    assert "error: cannot use the SSL files" in res.stderr.strip().splitlines()[-1]
 
 
 def test_ssl_to_stock_rpyc_classic(shell, pki):

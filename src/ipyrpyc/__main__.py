@@ -11,13 +11,13 @@ USAGE = "usage: python -m ipyrpyc {server,demo} [options]  (try: python -m ipyrp
 def main(argv: Optional[List[str]] = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help"):
-        print(USAGE)
+        print(USAGE, file=sys.stdout if argv else sys.stderr)
         return 0 if argv else 2
     command, rest = argv[0], argv[1:]
     if command == "server":
         from .server import main as server_main
 
-        return server_main(rest)
+        return server_main(rest, prog="python -m ipyrpyc server")
     if command == "demo":
         from .demo import main as demo_main
 

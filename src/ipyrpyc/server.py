@@ -55,9 +55,9 @@ def _watch_parent(fd: int, private_dir: Optional[str]) -> None:
     threading.Thread(target=watch, name="ipyrpyc-parent-watch", daemon=True).start()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(prog: str = "ipyrpyc-server") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m ipyrpyc server",
+        prog=prog,
         description="Run an RPyC classic server (compatible with rpyc_classic). "
         "Anyone who can reach it can run any code as this user.",
     )
@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Entry point of ``python -m ipyrpyc server``."""
+def main(argv: Optional[Sequence[str]] = None, prog: str = "ipyrpyc-server") -> int:
+    """Entry point of ``ipyrpyc-server`` and ``python -m ipyrpyc server``."""
     import logging
 
     from rpyc.core.service import SlaveService
@@ -87,7 +87,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     from . import _compat
 
-    parser = build_parser()
+    parser = build_parser(prog)
     args = parser.parse_args(argv)
     if args.parent_fd is not None:
         _watch_parent(args.parent_fd, args.private_dir)
@@ -104,6 +104,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     authenticator = None
     if args.certfile:
+        # rpyc loads these files per connection: check them now, not at the first client
+        try:
+            check = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            check.load_cert_chain(args.certfile, args.keyfile)
+            if args.ca_certs:
+                check.load_verify_locations(args.ca_certs)
+        except (OSError, ssl.SSLError) as e:
+            files = ", ".join(f for f in (args.certfile, args.keyfile, args.ca_certs) if f)
+            parser.error(f"cannot use the SSL files {files}: {e}")
         authenticator = SSLAuthenticator(
             args.keyfile or args.certfile,
             args.certfile,
