@@ -1,0 +1,301 @@
+"""A loopback TCP proxy that counts rpyc frames and delays each direction.
+
+Client -> proxy (127.0.0.1, a free port from the OS) -> server.  Every chunk read from
+one side is counted when it arrives at the proxy and forwarded ``delay`` seconds
+later, in order, by one writer thread per direction and connection (so a chunk is
+never overtaken and delays do not add up for back-to-back chunks).
+
+Counting parses rpyc's channel framing (``rpyc/core/channel.py``): a header
+``Struct("!LB")`` = 4-byte big-endian payload length + 1-byte "compressed" flag, then
+``length`` bytes of payload, then the one-byte flusher ``b"\\n"``.  Each payload is one
+byte of message type and a brine-encoded ``(seq, args)`` (``rpyc/core/protocol.py``); requests are named by their handler
+(``getattr``, ``call``, ``del`` …) so a report can say which requests a cell made.
+"""
+
+from __future__ import annotations
+
+import queue
+import socket
+import threading
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Tuple
+
+from rpyc.core import brine, consts
+from rpyc.core.channel import Channel
+
+HEADER = Channel.FRAME_HEADER  # Struct("!LB")
+FLUSHER_LEN = len(Channel.FLUSHER)
+C2S, S2C = "c2s", "s2c"
+MAX_FRAME = 1 << 30  # a longer "length" means we lost the framing
+
+HANDLER_NAMES = {getattr(consts, n): n[len("HANDLE_"):].lower() for n in dir(consts) if n.startswith("HANDLE_")}
+MSG_NAMES = {consts.MSG_REQUEST: "request", consts.MSG_REPLY: "reply", consts.MSG_EXCEPTION: "exception"}
+
+
+@dataclass
+class Frame:
+    """One rpyc frame seen by the proxy."""
+
+    t: float  # time.monotonic() when its last byte arrived at the proxy
+    direction: str  # C2S or S2C
+    size: int  # bytes on the wire, header and flusher included
+    kind: str  # request / reply / exception / ?
+    handler: Optional[str] = None  # for requests: getattr, call, del …
+    detail: Optional[str] = None  # e.g. "getattr builtins.list._repr_html_"
+
+
+def _unbox_value(boxed):
+    """The plain value of a boxed brine item, or None."""
+    try:
+        label, value = boxed
+    except (TypeError, ValueError):
+        return None
+    return value if label == consts.LABEL_VALUE else None
+
+
+def _describe(handler: str, boxed_args) -> str:
+    """A short description of a request: its handler, the remote type and attribute name."""
+    try:
+        label, items = boxed_args
+        if label != consts.LABEL_TUPLE:
+            return handler
+        target = items[0] if items else None
+        type_name = None
+        if target is not None and target[0] in (consts.LABEL_REMOTE_REF, consts.LABEL_LOCAL_REF):
+            type_name = str(target[1][0])
+        name = _unbox_value(items[1]) if len(items) > 1 else None
+        if handler in ("getattr", "setattr", "delattr", "callattr") and isinstance(name, str):
+            return f"{handler} {type_name or '?'}.{name}"
+        return f"{handler} {type_name}" if type_name else handler
+    except Exception:
+        return handler
+
+
+class FrameParser:
+    """Incremental parser of one direction's byte stream into frames."""
+
+    def __init__(self, direction: str) -> None:
+        self.direction = direction
+        self.buffer = bytearray()
+        self.broken: Optional[str] = None
+
+    def feed(self, data: bytes, t: float) -> List[Frame]:
+        if self.broken:
+            return []
+        self.buffer += data
+        frames = []
+        while len(self.buffer) >= HEADER.size:
+            length, compressed = HEADER.unpack_from(self.buffer)
+            if length > MAX_FRAME or compressed not in (0, 1):
+                self.broken = f"bad frame header {bytes(self.buffer[:HEADER.size])!r}"
+                return frames
+            total = HEADER.size + length + FLUSHER_LEN
+            if len(self.buffer) < total:
+                break
+            payload = bytes(self.buffer[HEADER.size:HEADER.size + length])
+            del self.buffer[:total]
+            frames.append(self._decode(payload, bool(compressed), total, t))
+        return frames
+
+    def _decode(self, payload: bytes, compressed: bool, size: int, t: float) -> Frame:
+        try:
+            if compressed:
+                payload = zlib.decompress(payload)
+            try:
+                msg = payload[0]  # protocol.py: brine.I1.pack(msg) + brine.dump((seq, args))
+                _seq, args = brine.load(payload[1:])
+            except Exception:  # bind_threads mode: two 8-byte thread ids come first
+                msg = payload[16]
+                _seq, args = brine.load(payload[17:])
+            kind = MSG_NAMES.get(msg, "?")
+            if msg == consts.MSG_REQUEST:
+                handler = HANDLER_NAMES.get(args[0], str(args[0]))
+                return Frame(t, self.direction, size, kind, handler, _describe(handler, args[1]))
+            return Frame(t, self.direction, size, kind)
+        except Exception:
+            return Frame(t, self.direction, size, "?")
+
+
+class _Direction:
+    """Reader and delayed writer of one direction of one proxied connection."""
+
+    def __init__(self, proxy: "DelayProxy", src: socket.socket, dst: socket.socket, direction: str) -> None:
+        self.proxy = proxy
+        self.src, self.dst, self.direction = src, dst, direction
+        self.parser = FrameParser(direction)
+        self.queue: "queue.Queue[Optional[Tuple[float, bytes]]]" = queue.Queue()
+        self.reader = threading.Thread(target=self._read, name=f"proxy-{direction}-read", daemon=True)
+        self.writer = threading.Thread(target=self._write, name=f"proxy-{direction}-write", daemon=True)
+
+    def start(self) -> None:
+        self.reader.start()
+        self.writer.start()
+
+    def _read(self) -> None:
+        try:
+            while not self.proxy.stopping.is_set():
+                try:
+                    data = self.src.recv(65536)
+                except OSError:
+                    break
+                if not data:
+                    break
+                now = time.monotonic()
+                self.proxy._record(self.parser.feed(data, now), now)
+                self.queue.put((now + self.proxy.delay, data))
+        finally:
+            self.queue.put(None)
+
+    def _write(self) -> None:
+        try:
+            while True:
+                try:
+                    item = self.queue.get(timeout=0.5)
+                except queue.Empty:
+                    if self.proxy.stopping.is_set():
+                        return
+                    continue
+                if item is None:
+                    break
+                due, data = item
+                wait = due - time.monotonic()
+                if wait > 0:
+                    if self.proxy.stopping.wait(wait):
+                        return
+                try:
+                    self.dst.sendall(data)
+                except OSError:
+                    return
+            try:
+                self.dst.shutdown(socket.SHUT_WR)  # pass the EOF on
+            except OSError:
+                pass
+        finally:
+            pass
+
+    @property
+    def idle(self) -> bool:
+        return self.queue.empty()
+
+
+class DelayProxy:
+    """``127.0.0.1:<port>`` -> ``target``; counts rpyc frames, delays ``delay`` s per direction."""
+
+    def __init__(self, target: Tuple[str, int], delay: float = 0.0) -> None:
+        self.target = target
+        self.delay = delay
+        self.stopping = threading.Event()
+        self.lock = threading.Lock()
+        self.frames: List[Frame] = []
+        self.last_activity = time.monotonic()
+        self.errors: List[str] = []
+        self.connections: List[Tuple[socket.socket, socket.socket, List[_Direction]]] = []
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        try:
+            self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.listener.bind(("127.0.0.1", 0))
+            self.listener.listen(16)
+            self.listener.settimeout(0.2)
+        except BaseException:
+            self.listener.close()
+            raise
+        self.port: int = self.listener.getsockname()[1]
+        self.acceptor = threading.Thread(target=self._accept, name="proxy-accept", daemon=True)
+        self.acceptor.start()
+
+    # -- plumbing -----------------------------------------------------------------------------
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.listener.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.target, timeout=5)
+                server.settimeout(None)
+            except OSError as e:
+                self.errors.append(f"cannot reach {self.target}: {e}")
+                client.close()
+                continue
+            client.settimeout(None)
+            for s in (client, server):
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            dirs = [_Direction(self, client, server, C2S), _Direction(self, server, client, S2C)]
+            with self.lock:
+                if self.stopping.is_set():
+                    client.close()
+                    server.close()
+                    return
+                self.connections.append((client, server, dirs))
+            for d in dirs:
+                d.start()
+
+    def _record(self, frames: List[Frame], now: float) -> None:
+        with self.lock:
+            self.frames.extend(frames)
+            self.last_activity = now
+
+    # -- measuring ------------------------------------------------------------------------------
+    def take(self) -> List[Frame]:
+        """The frames seen since the last ``take()``."""
+        with self.lock:
+            frames, self.frames = self.frames, []
+        return frames
+
+    def busy(self) -> bool:
+        with self.lock:
+            return any(not d.idle for _, _, dirs in self.connections for d in dirs)
+
+    def quiesce(self, quiet: Optional[float] = None, timeout: float = 2.0) -> bool:
+        """Wait (at most ``timeout`` s) until nothing is queued and nothing arrived for ``quiet`` s.
+
+        A fire-and-forget ``del`` sent at the end of one cell has its reply come back
+        one delayed round trip later; waiting here keeps it out of the next measurement.
+        """
+        if quiet is None:
+            quiet = 2 * self.delay + 0.005
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                since = time.monotonic() - self.last_activity
+            if since >= quiet and not self.busy():
+                return True
+            time.sleep(min(0.002 + quiet / 4, 0.02))
+        return False
+
+    def broken(self) -> List[str]:
+        with self.lock:
+            return [d.parser.broken for _, _, dirs in self.connections for d in dirs if d.parser.broken]
+
+    # -- life cycle -----------------------------------------------------------------------------
+    def stop(self) -> None:
+        """Close everything and join the threads (bounded)."""
+        self.stopping.set()
+        try:
+            self.listener.close()
+        except OSError:
+            pass
+        with self.lock:
+            connections = list(self.connections)
+        for client, server, _ in connections:
+            for s in (client, server):
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                s.close()
+        self.acceptor.join(2)
+        for _, _, dirs in connections:
+            for d in dirs:
+                d.reader.join(2)
+                d.writer.join(2)
+
+    def __enter__(self) -> "DelayProxy":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
