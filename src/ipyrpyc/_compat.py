@@ -185,9 +185,17 @@ def peer_closed(conn: Any) -> bool:
 
     A server that died leaves its end-of-file unread until the next request; peeking
     at the socket finds it without sending anything.  Unknown (e.g. TLS) means open.
+    Unread messages (replies to async requests) often sit before that end-of-file, so
+    where the OS tells (Linux POLLRDHUP, TCP and Unix sockets) ask it directly.
     """
     try:
         sock = conn._channel.stream.sock
+        rdhup = getattr(select, "POLLRDHUP", 0)
+        if rdhup and hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | rdhup)
+            if any(events & (rdhup | select.POLLHUP | select.POLLERR) for _, events in poller.poll(0)):
+                return True
         if not select.select([sock], [], [], 0)[0]:
             return False
         return sock.recv(1, socket.MSG_PEEK) == b""
@@ -338,6 +346,9 @@ def refcount(netref: Any) -> Any:
 
 
 # -- calls under control -----------------------------------------------------------------------
+HANDLE_CLOSE = _consts.HANDLE_CLOSE  # what rpyc's Connection.close() sends through sync_request
+
+
 def pending_seq(conn: Any, result: Any) -> Optional[int]:
     """The sequence number of an outstanding request, found by its AsyncResult."""
     for seq, callback in list(conn._request_callbacks.items()):

@@ -325,6 +325,9 @@ def __ipyrpyc_build__():
                 module.routes.pop(tid, None)
             else:
                 module.routes[tid] = rpyc.async_(sink_write)
+            alive = set(t.ident for t in threading.enumerate())
+            for gone in [t for t in module.routes if t not in alive]:
+                del module.routes[gone]  # the thread of a connection closed while busy
             for name in ("stdout", "stderr"):
                 stream = getattr(sys, name)
                 if module.routes and not isinstance(stream, module.Router):

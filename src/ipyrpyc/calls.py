@@ -34,6 +34,10 @@ class CallGuard:
     def __call__(self, handler: int, *args: Any) -> Any:
         conn = self.conn_ref()
         session = self.session
+        if handler == _compat.HANDLE_CLOSE:
+            # rpyc's close() (ours, the user's, or its own after the server vanished) says goodbye:
+            # never wait for a busy or dead server, never raise out of close(); it ignores EOFError
+            raise EOFError("connection closed")
         if conn is None or conn is not session.conn:
             raise StaleNetrefError(
                 f"this object belongs to an earlier connection {session.name!r} to {session.address}, "

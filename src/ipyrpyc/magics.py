@@ -11,7 +11,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from IPython.core.error import UsageError
 from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
-from traitlets import Bool, Enum, Float, Int, List as ListTrait, TraitError, Unicode, validate
+from traitlets import Bool, Enum, Float, Int, List as ListTrait, TraitError, Unicode, observe, validate
 
 from . import _compat
 
@@ -220,6 +220,16 @@ class RpycMagics(Magics):
             )
         return value
 
+    @observe("timeout")
+    def _apply_timeout(self, change: Any) -> None:
+        """A new default applies at once to open connections opened without --timeout."""
+        for session in self.registry.sessions.values():
+            if session.target.explicit_timeout:
+                continue
+            session.target.timeout = change["new"]
+            if session.conn is not None:
+                _compat.set_call_timeout(session.conn, change["new"])
+
     @validate("display_max_chars", "display_max_bytes")
     def _positive_size(self, proposal: Any) -> int:
         if proposal["value"] < 1:
@@ -314,6 +324,7 @@ class RpycMagics(Magics):
             timeout=timeout,
             connect_timeout=min(self.connect_timeout, timeout),
             live_output=self.live_output,
+            explicit_timeout=args.timeout is not None,
         )
 
     def reconnect_lost(self) -> None:

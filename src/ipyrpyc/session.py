@@ -116,6 +116,7 @@ class Target:
     timeout: Optional[float] = 30.0
     connect_timeout: float = 5.0
     live_output: bool = True
+    explicit_timeout: bool = False  # --timeout given: RpycMagics.timeout changes do not apply
 
     @property
     def embedded(self) -> bool:
