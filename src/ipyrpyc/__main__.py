@@ -1,11 +1,12 @@
-"""``python -m ipyrpyc server …`` runs a classic server; ``python -m ipyrpyc demo`` shows ipyrpyc at work."""
+"""``python -m ipyrpyc server …`` runs a classic server; ``lab`` opens the teaching notebooks in
+JupyterLab; ``demo`` shows ipyrpyc at work in a terminal."""
 
 from __future__ import annotations
 
 import sys
 from typing import List, Optional
 
-USAGE = "usage: python -m ipyrpyc {server,demo} [options]  (try: python -m ipyrpyc server --help)"
+USAGE = "usage: python -m ipyrpyc {server,lab,demo} [options]  (try: python -m ipyrpyc server --help)"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -18,6 +19,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .server import main as server_main
 
         return server_main(rest, prog="python -m ipyrpyc server")
+    if command == "lab":
+        from .demo import lab
+
+        return lab(rest)
     if command == "demo":
         from .demo import main as demo_main
 

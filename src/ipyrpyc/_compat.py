@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import select
 import socket
+import sys
 import time
 import time
 import weakref
@@ -31,9 +32,14 @@ class _ReadTimeout:
     frame) would hang ``%rpyc_connect`` for good."""
 
     read_timeout: Optional[float] = None
+    # Once connected: a message that stops arriving half-way (no byte for this many seconds) means
+    # the connection is lost; rpyc would wait for the rest forever, whatever the call's timeout.
+    stall_timeout: Optional[float] = None
 
     def read(self, count: int) -> bytes:
         if self.read_timeout is None:
+            if self.stall_timeout is not None:
+                return self._read_without_stalls(count, self.stall_timeout)
             return super().read(count)  # type: ignore[misc]
         deadline = time.monotonic() + self.read_timeout
         sock = self.sock  # type: ignore[attr-defined]
@@ -63,6 +69,40 @@ class _ReadTimeout:
                 sock.settimeout(original)
         return b"".join(data)
 
+    def _read_without_stalls(self, count: int, stall: float) -> bytes:
+        """rpyc's read (it starts when a message has begun to arrive), ended by a stall. The
+        socket's own timeout is left alone: other threads send on it meanwhile."""
+        sock = self.sock  # type: ignore[attr-defined]
+        data = []
+        while count > 0:
+            if not _readable(sock, stall):
+                self.close()  # type: ignore[attr-defined]
+                raise EOFError(f"the server stopped sending in the middle of a message for {stall:g} s")
+            try:
+                buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
+            except (socket.timeout, InterruptedError, BlockingIOError):
+                continue
+            except OSError as e:
+                self.close()  # type: ignore[attr-defined]
+                raise EOFError(e) from None
+            if not buf:
+                self.close()  # type: ignore[attr-defined]
+                raise EOFError("connection closed by peer")
+            data.append(buf)
+            count -= len(buf)
+        return b"".join(data)
+
+
+def _readable(sock: socket.socket, seconds: float) -> bool:
+    pending = getattr(sock, "pending", None)  # TLS: decrypted bytes the socket does not show
+    if pending is not None and pending() > 0:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(seconds * 1000))
+    return bool(select.select([sock], [], [], seconds)[0])
+
 
 class _TimedSocketStream(_ReadTimeout, SocketStream):
     pass
@@ -87,6 +127,12 @@ def set_read_timeout(stream: Any, seconds: Optional[float]) -> None:
     """Bound every read of ``stream`` (None: rpyc's wait-forever reads)."""
     if isinstance(stream, _ReadTimeout):
         stream.read_timeout = seconds
+
+
+def set_stall_timeout(stream: Any, seconds: Optional[float]) -> None:
+    """Once connected: a message that stops half-way for ``seconds`` is a lost connection."""
+    if isinstance(stream, _ReadTimeout):
+        stream.stall_timeout = seconds
 
 
 def set_call_timeout(conn: Any, seconds: Optional[float]) -> None:
@@ -322,11 +368,12 @@ def netref_class_type_name(cls: Any) -> Optional[str]:
     except Exception:
         return None
     name = cls.__name__
-    descriptor = cls.__dict__.get("__class__")
-    if isinstance(descriptor, _NetrefClass) and descriptor._class_obj is type(os):
+    # rpyc names a module's netref class after the module, and a class's after module.qualname;
+    # its __class__ descriptor cannot tell them apart (it falls back to the module type for
+    # classes this side does not have), so: no dot, or a module this side knows, is a module.
+    if "." not in name or name in sys.modules:
         return "builtins.module"
-    # rpyc names a module's netref class after the module; every other class is module.qualname
-    return name if "." in name else "builtins.module"
+    return name
 
 
 def timed_repr(obj: Any, timeout: float) -> str:

@@ -212,6 +212,19 @@ def __ipyrpyc_build__():
             frame = frame.f_back
         return None
 
+    def shorten_attributes(exc):
+        """rpyc sends repr() of every attribute it cannot send by value: AttributeError.obj of
+        a million-item list is megabytes per failed hasattr(). Keep them short."""
+        import reprlib
+        plain = (type(None), bool, int, float, complex, str, bytes)
+        for name in ("obj",):
+            value = getattr(exc, name, None)
+            if value is not None and not isinstance(value, plain):
+                try:
+                    setattr(exc, name, reprlib.repr(value))
+                except Exception:
+                    pass
+
     connection = serving_connection()
     last_failure = []  # (type, value, traceback) of this connection's last failed request
     if connection is not None:
@@ -222,6 +235,7 @@ def __ipyrpyc_build__():
         def _box_exc(typ, val, tb):
             if typ is not None and not issubclass(typ, (StopIteration, GeneratorExit)):
                 last_failure[:] = [(typ, val, tb)]
+                shorten_attributes(val)
             return box_exc(typ, val, tb)
 
         connection._box_exc = _box_exc
@@ -310,6 +324,7 @@ def __ipyrpyc_build__():
             def __getattr__(self, name):
                 return getattr(self.original, name)
 
+        Router.__module__ = "__ipyrpyc_router__"
         module.Router = Router
         sys.modules["__ipyrpyc_router__"] = module
         return module

@@ -1,9 +1,39 @@
-"""``python -m ipyrpyc demo``: a scripted IPython session against the embedded server."""
+"""``python -m ipyrpyc demo``: a scripted IPython session against the embedded server;
+``python -m ipyrpyc lab``: JupyterLab on the teaching notebooks."""
 
 from __future__ import annotations
 
+import os
 import sys
+from pathlib import Path
 from typing import List, Optional, Sequence
+
+FIRST_NOTEBOOK = "01-netrefs-and-exceptions.ipynb"
+
+
+def lab(argv: Sequence[str] = ()) -> int:
+    """Open ``notebooks/`` in JupyterLab on 127.0.0.1 (with a token), at the tutorial notebook.
+
+    Extra arguments go to JupyterLab (e.g. ``--no-browser``, ``--ServerApp.port=8899``).
+    """
+    notebooks = Path.cwd() / "notebooks"
+    if not (notebooks / FIRST_NOTEBOOK).is_file():
+        print("run this from the ipyrpyc repository: no notebooks/ folder here", file=sys.stderr)
+        return 2
+    try:
+        import jupyterlab  # noqa: F401
+    except ImportError:
+        print("JupyterLab is missing: pip install 'ipyrpyc[notebooks]'", file=sys.stderr)
+        return 2
+    cmd = [sys.executable, "-m", "jupyterlab", "--ServerApp.ip=127.0.0.1",
+           f"--ServerApp.root_dir={notebooks}", str(notebooks / FIRST_NOTEBOOK)]
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        cmd.append("--allow-root")  # containers and CI machines often run as root
+    if sys.platform.startswith("linux") and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        cmd.append("--no-browser")  # headless: open the printed http://127.0.0.1:…?token=… link yourself
+    cmd += list(argv)
+    os.execv(sys.executable, cmd)
+    return 0  # not reached
 
 CELLS: List[str] = [
     "%load_ext ipyrpyc",
