@@ -767,3 +767,24 @@ def test_help_is_the_docstring_and_help_flag_is_harmless(shell, capsys):
     assert isinstance(result.error_in_exec, UsageError)
     assert shell.run_cell("40 + 2").result == 42
     assert not magics_of(shell).registry.sessions
+
+
+def test_a_refused_config_value_does_not_block_loading_again(shell, capsys):
+    """``%config`` stores a value even when the trait refuses it; loading again drops it with a warning."""
+    run(shell, "config", "RpycMagics.timeout = -1")
+    run(shell, "unload_ext", "ipyrpyc")
+    capsys.readouterr()
+    run(shell, "load_ext", "ipyrpyc")
+    err = capsys.readouterr().err
+    assert "ignoring RpycMagics.timeout = -1" in err
+    magics = magics_of(shell)
+    assert magics.timeout == 30.0 and "timeout" not in shell.config.get("RpycMagics", {})
+    assert [c for c in shell.configurables if type(c).__name__ == "RpycMagics"] == [magics]
+
+
+def test_connection_name_cannot_be_an_injected_module_name(shell, classic_server):
+    with pytest.raises(UsageError, match="also the name of an injected module"):
+        run(shell, "rpyc_connect", f"{classic_server.address} --name ros")
+    assert "ros" not in shell.user_ns and not magics_of(shell).registry.sessions
+    run(shell, "rpyc_connect", f"{classic_server.address} --name ros --no-inject")
+    assert shell.user_ns["ros"] is magics_of(shell).registry.sessions["ros"].conn

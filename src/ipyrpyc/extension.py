@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import atexit
+import sys
 import weakref
 from typing import Any
 
@@ -18,7 +19,7 @@ class Extension:
 
     def __init__(self, shell: Any) -> None:
         self.shell = shell
-        self.magics = RpycMagics(shell=shell, config=shell.config)
+        self.magics = _magics_with_valid_config(shell)
         self.short_messages = ShortMessages(lambda: self.magics.traceback != "raw")
         self.unbox_hook = _compat.UnboxHook(self._on_remote_exception)
         self.exception_hook = ExceptionHook(shell, self._origin_of, lambda: self.magics.traceback)
@@ -74,3 +75,24 @@ class Extension:
             return origin
         self.short_messages.patch(exc)  # arrived before the extension was loaded
         return Origin()
+
+
+def _magics_with_valid_config(shell: Any) -> RpycMagics:
+    """RpycMagics from the shell's config; a bad value (``%config`` stores it even when it
+    refuses it) is dropped with a one-line warning instead of making the extension unloadable."""
+    from traitlets import TraitError
+    from traitlets.config import Config
+
+    try:
+        return RpycMagics(shell=shell, config=shell.config)
+    except TraitError:  # the half-made instance already added itself to the configurables
+        shell.configurables[:] = [c for c in shell.configurables if not isinstance(c, RpycMagics)]
+    section = shell.config.get("RpycMagics", {})
+    probe = RpycMagics(shell=None, config=Config())
+    for name in list(section):
+        try:
+            setattr(probe, name, section[name])
+        except Exception as e:
+            print(f"ipyrpyc: ignoring RpycMagics.{name} = {section[name]!r}: {e}", file=sys.stderr)
+            del section[name]
+    return RpycMagics(shell=shell, config=shell.config)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import html
-import math
 import shlex
 import sys
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -390,6 +389,8 @@ class RpycMagics(Magics):
             modules = [(check_identifier(prefix + alias, "an injected name"), mod) for alias, mod in parse_modules(spec)]
         except ValueError as e:
             raise UsageError(str(e)) from None
+        if any(local == name for local, _ in modules) and not args.no_inject:
+            raise UsageError(f"--name {name} is also the name of an injected module: choose another --name or --prefix")
         target = self._target(args)
         old = self.registry.sessions.get(name)
         if old is not None and not args.force:
@@ -492,8 +493,12 @@ class RpycMagics(Magics):
             pull = [check_identifier(n.strip(), "--pull") for n in args.pull.split(",") if n.strip()]
         except ValueError as e:
             raise UsageError(str(e)) from None
-        if args.timeout is not None and not (args.timeout > 0 and math.isfinite(args.timeout)):
-            raise UsageError(f"--timeout must be a positive number of seconds, not {args.timeout}")
+        if args.timeout is not None and not (0 < args.timeout <= MAX_TIMEOUT):
+            raise UsageError(
+                f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT:.0f}, not {args.timeout}"
+            )
+        if "\0" in cell:
+            raise UsageError("the cell contains a null character (\\x00), which Python source cannot contain")
         trees = {}
         for name in push:
             if name not in self.shell.user_ns:
@@ -518,9 +523,10 @@ class RpycMagics(Magics):
             raise
         finally:
             _compat.set_call_timeout(conn, saved)
+        pulled = {}  # all or nothing: a --pull that fails binds none of the names
         for name in pull:
             try:
-                self.shell.user_ns[name] = rebuild(helper.pull(namespace, name))
+                pulled[name] = rebuild(helper.pull(namespace, name))
             except NameError:
                 raise UsageError(f"--pull {name}: not defined on the server") from None
             except TypeError as e:
@@ -529,7 +535,8 @@ class RpycMagics(Magics):
                                      "run code in this kernel: only on a --trust connection") from None
                 import rpyc.utils.classic
 
-                self.shell.user_ns[name] = rpyc.utils.classic.obtain(namespace[name])
+                pulled[name] = rpyc.utils.classic.obtain(namespace[name])
+        self.shell.user_ns.update(pulled)
         return value if has_value else None
 
     @magic_arguments()
