@@ -200,15 +200,13 @@ class CellResult:
                 f"stderr={self.stderr!r}, results={self.results!r}, errors={self.errors!r})")
 
 
-def execute(kc, code: str, timeout: float = 60.0) -> CellResult:
-    """Run ``code`` in the kernel behind ``kc`` and collect everything it sends back."""
-    res = CellResult()
-    msg_id = kc.execute(code)
-    deadline = time.monotonic() + timeout
+def collect(kc, msg_id: str, res: CellResult, deadline: float, until=None) -> CellResult:
+    """Read the iopub messages of ``msg_id`` into ``res``; stop when ``until(res)`` is true, or at
+    idle (then read the reply too). Raises TimeoutError at ``deadline`` (time.monotonic())."""
     while True:
         left = deadline - time.monotonic()
         if left <= 0:
-            raise TimeoutError(f"cell did not finish in {timeout} s: {code!r}")
+            raise TimeoutError(f"no answer in time: {res!r}")
         msg = kc.get_iopub_msg(timeout=left)
         if msg["parent_header"].get("msg_id") != msg_id:
             continue
@@ -223,9 +221,15 @@ def execute(kc, code: str, timeout: float = 60.0) -> CellResult:
         elif kind == "error":
             res.errors.append(content)
         elif kind == "status" and content["execution_state"] == "idle":
-            break
-    res.reply = kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))["content"]
-    return res
+            res.reply = kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))["content"]
+            return res
+        if until is not None and until(res):
+            return res
+
+
+def execute(kc, code: str, timeout: float = 60.0) -> CellResult:
+    """Run ``code`` in the kernel behind ``kc`` and collect everything it sends back."""
+    return collect(kc, kc.execute(code), CellResult(), time.monotonic() + timeout)
 
 
 class Kernel:

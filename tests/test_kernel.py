@@ -17,6 +17,7 @@ import time
 import pytest
 from conftest import (
     CellResult,
+    collect,
     Kernel,
     StockServer,
     children_of,
@@ -57,32 +58,6 @@ def usage_error(kernel, code, timeout=30.0):
     assert len(lines) == 1 and lines[0].startswith("UsageError: "), res
     assert res.stderr.endswith("\n") and res.stderr.count("\n") == 1, res
     return lines[0]
-
-
-def collect(kc, msg_id, res, deadline, until=None):
-    """Read iopub messages of ``msg_id`` into ``res``; stop when ``until(res)`` or at idle (then read the reply)."""
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise TimeoutError(f"no answer in time: {res!r}")
-        msg = kc.get_iopub_msg(timeout=left)
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        kind, content = msg["msg_type"], msg["content"]
-        if kind == "stream":
-            if content["name"] == "stdout":
-                res.stdout += content["text"]
-            else:
-                res.stderr += content["text"]
-        elif kind in ("execute_result", "display_data"):
-            res.results.append(content["data"])
-        elif kind == "error":
-            res.errors.append(content)
-        elif kind == "status" and content["execution_state"] == "idle":
-            res.reply = kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))["content"]
-            return res
-        if until is not None and until(res):
-            return res
 
 
 def wait_gone(pid, timeout=5.0):

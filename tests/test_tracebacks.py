@@ -111,26 +111,6 @@ def lab():
             assert wait_until(lambda: not pid_alive(server_pid), 10), "embedded server outlived its kernel"
 
 
-@pytest.fixture
-def shell():
-    """conftest's ``shell``, which fails from its second use in a process: IPython's
-    ``globalipapp.start_ipython()`` returns the shell on its first call only."""
-    from IPython.terminal.interactiveshell import TerminalInteractiveShell
-    from IPython.testing.globalipapp import start_ipython
-
-    ip = start_ipython() or TerminalInteractiveShell.instance()
-    ip.reset(new_session=False)
-    ip.run_line_magic("load_ext", "ipyrpyc")
-    magics = ip.magics_manager.registry["RpycMagics"]
-    before = set(children_of(os.getpid()))
-    try:
-        yield ip
-    finally:
-        ip.run_line_magic("unload_ext", "ipyrpyc")
-        assert not magics.registry.sessions
-        assert wait_until(lambda: not (set(children_of(os.getpid())) - before), 10), "a server outlived the test"
-
-
 @pytest.fixture(scope="module")
 def stock():
     server = StockServer()
