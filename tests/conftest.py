@@ -57,6 +57,18 @@ def children_of(pid: int) -> List[int]:
     return out
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
+    """SIGTERM, then SIGKILL after ``timeout``; asserts the process is gone."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout)
+    assert not pid_alive(proc.pid), f"process {proc.pid} outlived stop_process()"
+
+
 class StockServer:
     """``rpyc_classic`` from the installed rpyc (nothing of ours) on 127.0.0.1, free port."""
 
@@ -100,16 +112,9 @@ class StockServer:
         return f"{self.host}:{self.port}"
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+        stop_process(self.proc)
         if self.proc.stderr is not None:
-            self.proc.stderr.close()
-        assert not pid_alive(self.proc.pid)
+            self.proc.stderr.close()  # after the drain thread's read() has ended with the process
 
 
 @pytest.fixture

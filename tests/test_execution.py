@@ -27,7 +27,7 @@ from typing import List, Optional
 
 import pytest
 import rpyc
-from conftest import STARTUP_TIMEOUT, children_of, free_port, pid_alive, wait_until
+from conftest import STARTUP_TIMEOUT, children_of, free_port, pid_alive, stop_process, wait_until
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 BOUND = 2.0  # the bound for an interrupt, the next cell, a reconnect
@@ -84,14 +84,7 @@ class LogServer:
         self.proc.wait(5)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        assert not pid_alive(self.proc.pid)
+        stop_process(self.proc)
 
 
 @pytest.fixture

@@ -23,7 +23,7 @@ from typing import List, Optional, Sequence, Set
 import pytest
 import rpyc
 
-from conftest import STARTUP_TIMEOUT, children_of, pid_alive, sigkill, wait_until
+from conftest import STARTUP_TIMEOUT, children_of, pid_alive, sigkill, stop_process, wait_until
 
 MODULE_CMD = [sys.executable, "-m", "ipyrpyc", "server"]
 LISTENING = re.compile(r"^ipyrpyc classic server listening on (\S+):(\d+)$")
@@ -95,14 +95,7 @@ class ServerProcess:
         return self.port
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        assert not pid_alive(self.proc.pid), "the server outlived stop()"
+        stop_process(self.proc)
 
 
 def run_cli(cmd: Sequence[str], *args: str) -> subprocess.CompletedProcess:

@@ -23,7 +23,7 @@ import pytest
 from IPython.core.error import UsageError
 
 from certs import make_pki
-from conftest import STARTUP_TIMEOUT, StockServer, children_of, free_port, pid_alive, wait_until
+from conftest import STARTUP_TIMEOUT, StockServer, children_of, free_port, pid_alive, stop_process, wait_until
 from test_server_cli import ServerProcess
 
 FAIL_FAST = 5.0  # a refused connection must be reported within this many seconds
@@ -257,14 +257,7 @@ class Sshd:
     def stop(self) -> None:
         if self.proc is None:
             return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-        assert not pid_alive(self.proc.pid), "sshd outlived the tests"
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="module")
