@@ -426,6 +426,13 @@ def result_arrived(result: Any) -> bool:
     return bool(result._is_ready)
 
 
+def is_reply(result: Any, exc: BaseException) -> bool:
+    """Whether ``exc``, raised by ``result.value``, is the server's answer to that request (an
+    exception of the remote code; rpyc may re-raise it as a new instance, e.g. StopIteration)
+    rather than a failure to receive it."""
+    return result is not None and bool(result._is_ready and result._is_exc)
+
+
 def is_closed(conn: Any) -> bool:
     """Closed by us, or by the peer: rpyc's ``conn.closed`` only knows the first."""
     try:

@@ -225,6 +225,52 @@ def __ipyrpyc_build__():
                 except Exception:
                     pass
 
+    def calls_registry():
+        """Shared by the server's connections: id -> (weakref, lock, {thread id: [handlers running]})."""
+        module = sys.modules.get("__ipyrpyc_calls__")
+        if module is None:
+            module = types.ModuleType("__ipyrpyc_calls__")
+            module.connections = {}
+            module = sys.modules.setdefault("__ipyrpyc_calls__", module)
+        return module.connections
+
+    def make_interruptible(connection):
+        """Mark the threads running a request handler of ``connection``: only those are interrupted,
+        and an interrupt that arrives as a handler ends is dropped there, never left pending to hit
+        rpyc's serving loop (which would end the connection) or the sending of a reply."""
+        import ctypes, threading, weakref
+        lock = threading.Lock()
+        running = {}
+
+        def interruptible(handler):
+            def run(conn, *args):
+                tid = threading.get_ident()
+                stack = running.setdefault(tid, [])
+                mine = len(stack) + 1
+                try:
+                    stack.append(None)
+                    return handler(conn, *args)
+                finally:
+                    while True:
+                        try:
+                            with lock:
+                                del stack[mine - 1:]
+                                if not stack:  # clear an interrupt still pending for this thread
+                                    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(tid), None)
+                            break
+                        except KeyboardInterrupt:
+                            pass  # it came as the call ended: the call is over, drop it
+            return run
+
+        handlers = connection._HANDLERS
+        for key in list(handlers):
+            handlers[key] = interruptible(handlers[key])
+        registry = calls_registry()
+        for key, entry in list(registry.items()):
+            if entry[0]() is None:
+                registry.pop(key, None)
+        registry[id(connection)] = (weakref.ref(connection), lock, running)
+
     connection = serving_connection()
     last_failure = []  # (type, value, traceback) of this connection's last failed request
     if connection is not None:
@@ -239,6 +285,7 @@ def __ipyrpyc_build__():
             return box_exc(typ, val, tb)
 
         connection._box_exc = _box_exc
+        make_interruptible(connection)
     connection_id = id(connection) if connection is not None else 0
 
     def debug(readline, write):
@@ -277,18 +324,19 @@ def __ipyrpyc_build__():
         return "%s: %s" % (typ.__name__, val)
 
     def interrupt(target_id):
-        """Raise KeyboardInterrupt in the threads serving a request of connection target_id."""
+        """Raise KeyboardInterrupt in the threads running a request handler of connection target_id."""
         import ctypes
+        entry = calls_registry().get(target_id)
+        if entry is None or entry[0]() is None:
+            return 0
+        _, lock, running = entry
         hits = 0
-        for tid, frame in sys._current_frames().items():
-            while frame is not None:
-                if (frame.f_code.co_name == "_dispatch_request"
-                        and id(frame.f_locals.get("self")) == target_id):
+        with lock:
+            for tid, stack in list(running.items()):
+                if stack:
                     ctypes.pythonapi.PyThreadState_SetAsyncExc(
                         ctypes.c_ulong(tid), ctypes.py_object(KeyboardInterrupt))
                     hits += 1
-                    break
-                frame = frame.f_back
         return hits
 
     # -- live output: writes from this connection's serving threads go to the client --------

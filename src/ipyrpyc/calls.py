@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from . import _compat
 from .errors import BusyError, ConnectionLostError, RemoteTimeoutError, StaleNetrefError
+from .tracebacks import inert
 
 if TYPE_CHECKING:
     from .session import Session
@@ -51,6 +52,8 @@ class CallGuard:
             result = conn.async_request(handler, *args, timeout=_compat.call_timeout(conn))
             return result.value
         except KeyboardInterrupt as e:
+            if _compat.is_reply(result, e):
+                raise  # the remote code's own KeyboardInterrupt, its reply: not a Ctrl-C of ours
             self.abandon(conn, result, "the interrupted call")
             where = "still running on the server" if self.pending is not None else "stopped on the server"
             e.args = (f"interrupted a call on {session.name} ({where})",)
@@ -70,8 +73,19 @@ class CallGuard:
             if _compat.is_closed(conn):
                 raise self.lost(e) from None
             raise
+        except Exception as e:
+            if result is None or _compat.is_reply(result, e):
+                raise  # not sent, or the server's answer: an exception of the remote code
+            # rpyc could not make sense of what the server sent (and may still hold its receive
+            # lock): the stream cannot be trusted any more
+            try:
+                conn.close()
+            except Exception:
+                pass
+            detail = inert((str(e).strip().splitlines() or [""])[0][:200])
+            raise self.lost(f"the server sent a malformed message, {type(e).__name__}: {detail}") from None
 
-    def lost(self, cause: Optional[BaseException]) -> ConnectionLostError:
+    def lost(self, cause: Any) -> ConnectionLostError:
         s = self.session
         why = f" ({cause})" if cause is not None and str(cause) else ""
         return ConnectionLostError(
@@ -97,6 +111,18 @@ class CallGuard:
                 f"{s.name} is still busy with {self.pending_why} on {s.address}; it answers again when "
                 f"that call ends there. %rpyc_reconnect {s.name} gives a fresh connection now"
             )
+
+    def gave_up(self, conn: Any, result: Any, why: str) -> None:
+        """A bounded call made beside this guard (the helper's display, completion, inspection)
+        ran out of time: remember it, so that the next call says the connection is busy instead
+        of waiting silently behind it, and try to stop it (without waiting to see it stop)."""
+        if conn is not self.session.conn or _compat.is_closed(conn):
+            return  # closing, lost, or an earlier connection
+        seq = _compat.pending_seq(conn, result)
+        if seq is None:
+            return
+        self.pending, self.pending_why = seq, why
+        self.session.interrupt_remote()
 
     def abandon(self, conn: Any, result: Any, why: str) -> None:
         """The caller gave up on ``result``: stop the remote work if possible, else remember it."""

@@ -40,20 +40,29 @@ class RemoteHelper:
         conn = self.conn_ref()
         return conn is not None and not _compat.is_closed(conn)
 
-    def call(self, function: Any, *args: Any, timeout: Optional[float]) -> Any:
+    def call(self, function: Any, *args: Any, timeout: Optional[float], what: str = "a helper call") -> Any:
         result = rpyc.async_(function)(*args)
         if timeout is not None:
             result.set_expiry(timeout)
-        return result.value
+        try:
+            return result.value
+        except BaseException:
+            # The server still works on it (and serves this connection's requests one after the
+            # other): the connection's guard makes later calls say so instead of waiting silently.
+            conn = self.conn_ref()
+            guard = conn.__dict__.get("sync_request") if conn is not None else None
+            if not _compat.result_arrived(result) and hasattr(guard, "gave_up"):
+                guard.gave_up(conn, result, f"{what} that ran out of time")
+            raise
 
     def display(self, obj: Any, text_limit: int, data_limit: int, rich: bool, timeout: float) -> Any:
-        return self.call(self._display, obj, text_limit, data_limit, rich, timeout=timeout)
+        return self.call(self._display, obj, text_limit, data_limit, rich, timeout=timeout, what="a display")
 
     def complete(self, obj: Any, chain: Tuple[str, ...], limit: int, timeout: float) -> Any:
-        return self.call(self._complete, obj, chain, limit, timeout=timeout)
+        return self.call(self._complete, obj, chain, limit, timeout=timeout, what="a completion")
 
     def describe(self, obj: Any, detail: int, text_limit: int, timeout: float) -> Any:
-        return self.call(self._describe, obj, detail, text_limit, timeout=timeout)
+        return self.call(self._describe, obj, detail, text_limit, timeout=timeout, what="an inspection")
 
     def execute(self, source: str, filename: str, namespace: Any) -> None:
         self._execute(source, filename, namespace)

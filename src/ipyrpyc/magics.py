@@ -329,8 +329,7 @@ class RpycMagics(Magics):
     def reconnect_lost(self) -> None:
         """Reopen every connection whose server went away (no round trip to find out)."""
         for session in list(self.registry.sessions.values()):
-            conn = session.conn
-            if conn is not None and not _compat.is_closed(conn) and not _compat.peer_closed(conn):
+            if not session.lost():
                 continue
             try:
                 session.reopen()

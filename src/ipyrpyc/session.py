@@ -233,6 +233,7 @@ class Session:
         except Exception as e:  # a peer that is not an rpyc classic server, a broken server …
             raise ConnectError(f"cannot connect to {self.address}: {type(e).__name__}: {_reason(e)}") from None
         _compat.set_read_timeout(stream, None)
+        _compat.set_stall_timeout(stream, t.timeout)
         return conn
 
     def interrupt_remote(self, timeout: float = 1.0) -> bool:
@@ -357,6 +358,17 @@ class Session:
                 pass
 
     # -- health ----------------------------------------------------------------------------
+    def lost(self) -> bool:
+        """Whether the server went away, found without sending anything."""
+        conn = self.conn
+        if conn is None or (self.server is not None and not self.server.alive()):
+            return True
+        try:
+            conn.poll_all(0)  # reads what already arrived (late replies, or the end of the stream)
+        except Exception:
+            return True
+        return _compat.is_closed(conn) or _compat.peer_closed(conn)
+
     def state(self, timeout: float = 2.0) -> Tuple[str, Optional[float]]:
         """``("alive", seconds)``, ``("busy", None)`` or ``("lost", None)``."""
         conn = self.conn

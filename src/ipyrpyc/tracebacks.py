@@ -117,7 +117,8 @@ def _without_plumbing(lines: List[str]) -> List[str]:
         body = line.lstrip(" |")
         indent = len(line) - len(body)
         if body.startswith('File "'):
-            skip_deeper_than = indent if _PLUMBING.search(body) else None
+            filename = body[len('File "'):].partition('"')[0]  # the pattern anchors <ipyrpyc-helper>
+            skip_deeper_than = indent if _PLUMBING.search(filename) else None
             if skip_deeper_than is not None:
                 continue
         elif skip_deeper_than is not None and indent > skip_deeper_than:
