@@ -12,6 +12,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Iterator, List, Optional
@@ -72,17 +73,24 @@ def stop_process(proc: subprocess.Popen, timeout: float = 5.0) -> None:
 class StockServer:
     """``rpyc_classic`` from the installed rpyc (nothing of ours) on 127.0.0.1, free port."""
 
-    def __init__(self, *extra: str) -> None:
+    def __init__(self, *extra: str, port: int = 0, stdout: Optional[Path] = None) -> None:
+        """``stdout``: a file for the server's own (unbuffered) output, else it is discarded."""
         exe = shutil.which("rpyc_classic", path=os.path.dirname(sys.executable)) or shutil.which("rpyc_classic")
         assert exe, "rpyc_classic is not installed"
-        self.proc = subprocess.Popen(
-            [sys.executable, exe, "--host", "127.0.0.1", "--port", "0", *extra],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
+        out = open(stdout, "ab") if stdout is not None else subprocess.DEVNULL
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, exe, "--host", "127.0.0.1", "--port", str(port), *extra],
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,  # the kernel's interrupts never reach it
+            )
+        finally:
+            if stdout is not None:
+                out.close()
         self.host = "127.0.0.1"
         self.port = self._read_port()
 
@@ -94,10 +102,7 @@ class StockServer:
             if not line:
                 break
             m = re.search(r"server started on \[[^\]]*\]:(\d+)", line)
-            if m:
-                # keep draining the log so the server never blocks on a full pipe
-                import threading
-
+            if m:  # keep draining the log so the server never blocks on a full pipe
                 threading.Thread(target=self.proc.stderr.read, daemon=True).start()
                 return int(m.group(1))
         self.stop()

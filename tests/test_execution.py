@@ -15,11 +15,8 @@ import os
 import queue
 import random
 import re
-import shutil
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -27,7 +24,7 @@ from typing import List, Optional
 
 import pytest
 import rpyc
-from conftest import STARTUP_TIMEOUT, children_of, free_port, pid_alive, stop_process, wait_until
+from conftest import StockServer, children_of, free_port, pid_alive, wait_until
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 BOUND = 2.0  # the issue's bound for an interrupt, the next cell, a reconnect
@@ -35,42 +32,12 @@ NAME = "lab"  # a connection name that cannot appear in a message by accident
 
 
 # -- a stock server whose own stdout we can read ----------------------------------------------
-class LogServer:
+class LogServer(StockServer):
     """``rpyc_classic`` (unbuffered) on 127.0.0.1 with its stdout in a file we can read."""
 
     def __init__(self, log: Path, port: int = 0) -> None:
-        exe = shutil.which("rpyc_classic", path=os.path.dirname(sys.executable)) or shutil.which("rpyc_classic")
-        assert exe, "rpyc_classic is not installed"
         self.log = log
-        with open(log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-u", exe, "--host", "127.0.0.1", "--port", str(port)],
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,  # the kernel's interrupts never reach it
-            )
-        self.port = self._read_port()
-        self.address = f"127.0.0.1:{self.port}"
-
-    def _read_port(self) -> int:
-        assert self.proc.stderr is not None
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        while time.monotonic() < deadline:
-            line = self.proc.stderr.readline()
-            if not line:
-                break
-            m = re.search(r"server started on \[[^\]]*\]:(\d+)", line)
-            if m:
-                threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # keep draining
-                return int(m.group(1))
-        self.stop()
-        raise RuntimeError("rpyc_classic did not start")
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
+        super().__init__(port=port, stdout=log)
 
     @property
     def output(self) -> str:
@@ -82,9 +49,6 @@ class LogServer:
     def kill(self) -> None:
         self.proc.kill()
         self.proc.wait(5)
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 @pytest.fixture
