@@ -1,15 +1,38 @@
 """ipyrpyc: remote Python objects as first-class citizens of Jupyter.
 
-Load with ``%load_ext ipyrpyc``, then ``%rpyc_connect [HOST[:PORT]]``.
+In IPython: ``%load_ext ipyrpyc``, then ``%rpyc_connect [HOST[:PORT]]``.
+In a script: ``conn = ipyrpyc.connect("HOST[:PORT]")``.
 """
 
 from __future__ import annotations
 
 from typing import Any, Dict
 
+from .errors import (
+    BusyError,
+    ConnectError,
+    ConnectionLostError,
+    IpyrpycError,
+    RemoteTimeoutError,
+    SessionError,
+    StaleNetrefError,
+)
+
 __version__ = "0.1.0"
+__all__ = [
+    "BusyError", "ConnectError", "ConnectionLostError", "IpyrpycError", "RemoteTimeoutError", "SessionError",
+    "StaleNetrefError", "connect", "load_ipython_extension", "unload_ipython_extension",
+]
 
 _loaded: Dict[int, Any] = {}
+
+
+def __getattr__(name: str) -> Any:
+    if name == "connect":  # imported on first use: ``python -m ipyrpyc server`` stays light
+        from .api import connect
+
+        return connect
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_ipython_extension(ip: Any) -> None:

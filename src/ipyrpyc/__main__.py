@@ -1,12 +1,13 @@
-"""``python -m ipyrpyc server …`` runs a classic server; ``lab`` opens the teaching notebooks in
-JupyterLab; ``demo`` shows ipyrpyc at work in a terminal."""
+"""``python -m ipyrpyc server …`` runs a classic server; ``proxy`` shows the wire between a client and
+a server; ``lab`` opens the teaching notebooks in JupyterLab; ``demo`` shows ipyrpyc at work in a
+terminal."""
 
 from __future__ import annotations
 
 import sys
 from typing import List, Optional
 
-USAGE = "usage: python -m ipyrpyc {server,lab,demo} [options]  (try: python -m ipyrpyc server --help)"
+USAGE = "usage: python -m ipyrpyc {server,proxy,lab,demo} [options]  (try: python -m ipyrpyc server --help)"
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -19,6 +20,10 @@ def main(argv: Optional[List[str]] = None) -> int:
         from .server import main as server_main
 
         return server_main(rest, prog="python -m ipyrpyc server")
+    if command == "proxy":
+        from .proxy import main as proxy_main
+
+        return proxy_main(rest, prog="python -m ipyrpyc proxy")
     if command == "lab":
         from .demo import lab
 

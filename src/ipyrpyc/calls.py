@@ -1,4 +1,4 @@
-"""Every synchronous rpyc call of a session, under control.
+"""Every synchronous rpyc call of one of our connections, under control.
 
 rpyc's own ``sync_request`` leaves a connection silently blocked after Ctrl-C (the
 server keeps working and the next call waits for it), says ``EOFError`` when the
@@ -10,15 +10,12 @@ line, and lost servers and stale netrefs get errors that say what to do.
 
 from __future__ import annotations
 
-import weakref
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional
 
-from . import _compat
-from .errors import BusyError, ConnectionLostError, RemoteTimeoutError, StaleNetrefError
-from .tracebacks import inert
-
-if TYPE_CHECKING:
-    from .session import Session
+from . import _rpyc
+from .errors import BusyError, CallInterrupted, ConnectionLostError, RemoteTimeoutError, StaleNetrefError
+from .records import Record
+from .text import inert
 
 SETTLE_SECONDS = 0.5  # how long an interrupt waits for the server to confirm the call stopped
 
@@ -26,55 +23,55 @@ SETTLE_SECONDS = 0.5  # how long an interrupt waits for the server to confirm th
 class CallGuard:
     """Installed as ``conn.sync_request``; netrefs of the connection call it for every request."""
 
-    def __init__(self, session: "Session", conn: Any) -> None:
-        self.session = session
-        self.conn_ref = weakref.ref(conn)
+    def __init__(self, record: Record) -> None:
+        self.record = record
         self.pending: Optional[int] = None  # sequence number of an abandoned call still running
         self.pending_why = ""
 
     def __call__(self, handler: int, *args: Any) -> Any:
-        conn = self.conn_ref()
-        session = self.session
-        if handler == _compat.HANDLE_CLOSE:
+        record = self.record
+        conn = record.conn
+        if handler == _rpyc.HANDLE_CLOSE:
             # rpyc's close() (ours, the user's, or its own after the server vanished) says goodbye:
             # never wait for a busy or dead server, never raise out of close(); it ignores EOFError
+            on_close, record.on_close = record.on_close, None
+            if on_close is not None:
+                on_close()
             raise EOFError("connection closed")
-        if conn is None or conn is not session.conn:
+        if conn is None or record.retired:
             raise StaleNetrefError(
-                f"this object belongs to an earlier connection {session.name!r} to {session.address}, "
+                f"this object belongs to an earlier connection {record.name!r} to {record.address}, "
                 "now closed: use the names %rpyc_connect/%rpyc_reconnect bound since"
             )
-        if _compat.is_closed(conn):
+        if _rpyc.is_closed(conn):
             raise self.lost(None)
         self.check_busy(conn)
         result = None
         try:
-            result = conn.async_request(handler, *args, timeout=_compat.call_timeout(conn))
+            result = conn.async_request(handler, *args, timeout=_rpyc.call_timeout(conn))
             return result.value
         except KeyboardInterrupt as e:
-            if _compat.is_reply(result, e):
+            if _rpyc.is_reply(result, e):
                 raise  # the remote code's own KeyboardInterrupt, its reply: not a Ctrl-C of ours
             self.abandon(conn, result, "the interrupted call")
             where = "still running on the server" if self.pending is not None else "stopped on the server"
-            e.args = (f"interrupted a call on {session.name} ({where})",)
-            e._ipyrpyc_call = True  # type: ignore[attr-defined]  # drawn without rpyc's frames
-            raise
+            raise CallInterrupted(f"interrupted a call on {record.name} ({where})") from None
         except TimeoutError:
-            if result is None or _compat.result_arrived(result):
+            if result is None or _rpyc.result_arrived(result):
                 raise  # a TimeoutError raised by the remote code itself
             self.abandon(conn, result, "the call that timed out")
             stopped = self.pending is None
             raise RemoteTimeoutError(
-                f"{session.name}: no answer from {session.address} within {_compat.call_timeout(conn):g} s"
+                f"{record.name}: no answer from {record.address} within {_rpyc.call_timeout(conn):g} s"
                 f" ({'stopped on the server' if stopped else 'still running on the server'}); raise the "
                 f"limit with %rpyc_connect --timeout, %config RpycMagics.timeout or %%rpyc --timeout"
             ) from None
         except EOFError as e:
-            if _compat.is_closed(conn):
+            if _rpyc.is_closed(conn):
                 raise self.lost(e) from None
             raise
         except Exception as e:
-            if result is None or _compat.is_reply(result, e):
+            if result is None or _rpyc.is_reply(result, e):
                 raise  # not sent, or the server's answer: an exception of the remote code
             # rpyc could not make sense of what the server sent (and may still hold its receive
             # lock): the stream cannot be trusted any more
@@ -86,10 +83,10 @@ class CallGuard:
             raise self.lost(f"the server sent a malformed message, {type(e).__name__}: {detail}") from None
 
     def lost(self, cause: Any) -> ConnectionLostError:
-        s = self.session
+        r = self.record
         why = f" ({cause})" if cause is not None and str(cause) else ""
         return ConnectionLostError(
-            f"the connection {s.name!r} to {s.address} is lost{why}; %rpyc_reconnect {s.name} opens a new one"
+            f"the connection {r.name!r} to {r.address} is lost{why}; %rpyc_reconnect {r.name} opens a new one"
         )
 
     def busy(self, conn: Any) -> bool:
@@ -97,7 +94,7 @@ class CallGuard:
         if self.pending is None:
             return False
         try:
-            finished = _compat.request_finished(conn, self.pending)
+            finished = _rpyc.request_finished(conn, self.pending)
         except EOFError as e:
             raise self.lost(e) from None
         if finished:
@@ -106,32 +103,33 @@ class CallGuard:
 
     def check_busy(self, conn: Any) -> None:
         if self.busy(conn):
-            s = self.session
+            r = self.record
             raise BusyError(
-                f"{s.name} is still busy with {self.pending_why} on {s.address}; it answers again when "
-                f"that call ends there. %rpyc_reconnect {s.name} gives a fresh connection now"
+                f"{r.name} is still busy with {self.pending_why} on {r.address}; it answers again when "
+                f"that call ends there. %rpyc_reconnect {r.name} gives a fresh connection now"
             )
 
-    def gave_up(self, conn: Any, result: Any, why: str) -> None:
+    def gave_up(self, result: Any, why: str) -> None:
         """A bounded call made beside this guard (the helper's display, completion, inspection)
         ran out of time: remember it, so that the next call says the connection is busy instead
         of waiting silently behind it, and try to stop it (without waiting to see it stop)."""
-        if conn is not self.session.conn or _compat.is_closed(conn):
+        conn = self.record.conn
+        if conn is None or self.record.retired or _rpyc.is_closed(conn):
             return  # closing, lost, or an earlier connection
-        seq = _compat.pending_seq(conn, result)
+        seq = _rpyc.pending_seq(conn, result)
         if seq is None:
             return
         self.pending, self.pending_why = seq, why
-        self.session.interrupt_remote()
+        self.record.interrupt_remote()
 
     def abandon(self, conn: Any, result: Any, why: str) -> None:
         """The caller gave up on ``result``: stop the remote work if possible, else remember it."""
-        seq = _compat.pending_seq(conn, result) if result is not None else None
+        seq = _rpyc.pending_seq(conn, result) if result is not None else None
         if seq is None:
             return
         self.pending, self.pending_why = seq, why
         try:
-            self.session.interrupt_remote()
-            _compat.serve_until(conn, lambda: not self.busy(conn), SETTLE_SECONDS)
+            self.record.interrupt_remote()
+            _rpyc.serve_until(conn, lambda: not self.busy(conn), SETTLE_SECONDS)
         except (KeyboardInterrupt, Exception):
             pass  # best effort: the next call reports the state

@@ -1,9 +1,9 @@
 """Netrefs in IPython's display machinery: one round trip per display, bounded output.
 
 IPython would probe a netref for ``_ipython_display_``, ``_repr_mimebundle_``, every
-``_repr_*_`` and a canary attribute, each a remote ``getattr``.  Here a local
-``isinstance`` check routes netrefs to the server-side helper instead; everything
-else goes through IPython unchanged.
+``_repr_*_`` and a canary attribute, each a remote ``getattr``.  Here a local type
+check routes netrefs to the server program instead; every other object goes
+through IPython exactly as without the extension.
 """
 
 from __future__ import annotations
@@ -13,9 +13,10 @@ from typing import Any, Callable, Dict, Optional, Tuple
 
 from IPython.lib import pretty
 
-from . import _compat
-from .helper import helper_for
-from .tracebacks import inert
+from . import _ipython, _rpyc
+from .patches import Patches
+from .registry import Registry
+from .text import inert
 
 Bundle = Tuple[Dict[str, Any], Dict[str, Any]]
 
@@ -43,22 +44,22 @@ class Limits:
         return bool(self.get("rich_display"))
 
 
-def netref_class_repr(cls: type) -> Optional[str]:
+def netref_class_repr(cls: Any) -> Optional[str]:
     """``<netref class 'builtins.list'>`` for the class of a netref, as the RPyC tutorial shows."""
-    name = _compat.netref_class_type_name(cls)
+    name = _rpyc.netref_class_type_name(cls)
     return None if name is None else f"<netref class '{name}'>"
 
 
 def placeholder(obj: Any, why: str) -> str:
-    return f"<netref {_compat.netref_class_name(obj)}: {why}>"
+    return f"<netref {_rpyc.netref_class_name(obj)}: {why}>"
 
 
-def remote_bundle(obj: Any, limits: Limits, rich: Optional[bool] = None) -> Bundle:
+def remote_bundle(obj: Any, registry: Registry, limits: Limits, rich: Optional[bool] = None) -> Bundle:
     """The display data of a netref: one round trip, or a short marker without one."""
-    conn = _compat.connection_of(obj)
-    if conn is None or _compat.is_closed(conn):
+    conn = _rpyc.connection_of(obj)
+    if conn is None or _rpyc.is_closed(conn):
         return {"text/plain": placeholder(obj, "connection closed")}, {}
-    helper = helper_for(conn)
+    helper = registry.helper_of(registry.record_of(conn))
     if helper is None:
         return plain_bundle(obj, limits)
     try:
@@ -90,7 +91,7 @@ def remote_bundle(obj: Any, limits: Limits, rich: Optional[bool] = None) -> Bund
 def plain_bundle(obj: Any, limits: Limits) -> Bundle:
     """For servers without our helper: rpyc's repr, still bounded in time and size."""
     try:
-        text = _compat.timed_repr(obj, limits.timeout)
+        text = _rpyc.timed_repr(obj, limits.timeout)
     except Exception as e:
         return {"text/plain": placeholder(obj, _failure(e, limits.timeout))}, {}
     shown = inert(text[: limits.text])
@@ -100,7 +101,7 @@ def plain_bundle(obj: Any, limits: Limits) -> Bundle:
 
 
 def _failure(exc: BaseException, timeout: float) -> str:
-    if isinstance(exc, _compat.AsyncResultTimeout):
+    if isinstance(exc, _rpyc.AsyncResultTimeout):
         return f"no answer within {timeout:g} s"
     if isinstance(exc, (EOFError, OSError)):
         return "connection lost"
@@ -108,82 +109,59 @@ def _failure(exc: BaseException, timeout: float) -> str:
 
 
 class DisplayHook:
-    """Routes netrefs (and netref classes) around IPython's probing formatters."""
+    """Routes netrefs (and netref classes) around IPython's probing formatters, also inside
+    local containers, and keeps IPython's prefilter from probing a one-name line's netref
+    (see :class:`~._ipython.NetrefChecker`)."""
 
-    def __init__(self, shell: Any, limits: Limits) -> None:
+    def __init__(self, shell: Any, registry: Registry, limits: Limits, patches: Patches) -> None:
         self.shell = shell
+        self.registry = registry
         self.limits = limits
-        self.original_format: Any = None
-        self.original_pretty: Any = None
-        self.checkers: Any = []
+        self.patches = patches
 
     def install(self) -> None:
-        if self.original_format is not None:
-            return
-        formatter = self.shell.display_formatter
-        self.original_format = formatter.format
-        formatter.format = self.format
-        self.install_prefilter_guard()
-        self.original_pretty = pretty.RepresentationPrinter.pretty
+        patches = self.patches
+        original_format = self.shell.display_formatter.format
         hook = self
 
+        def format(obj: Any, *args: Any, **kwargs: Any) -> Bundle:
+            if patches.active:
+                bundle = hook.bundle(obj)
+                if bundle is not None:
+                    return _filtered(bundle, *args, **kwargs)
+            return original_format(obj, *args, **kwargs)
+
+        patches.setattr(self.shell.display_formatter, "format", format)
+        original_pretty = pretty.RepresentationPrinter.pretty
+
         def pretty_netrefs(printer: Any, obj: Any) -> Any:
-            if _compat.is_netref(obj):
-                return printer.text(remote_bundle(obj, hook.limits, rich=False)[0]["text/plain"])
-            text = netref_class_repr(obj) if isinstance(obj, type) else None
-            if text is not None:
-                return printer.text(text)
-            return hook.original_pretty(printer, obj)
+            if patches.active:
+                if _rpyc.is_netref(obj):
+                    return printer.text(remote_bundle(obj, hook.registry, hook.limits, rich=False)[0]["text/plain"])
+                text = netref_class_repr(obj)
+                if text is not None:
+                    return printer.text(text)
+            return original_pretty(printer, obj)
 
-        pretty.RepresentationPrinter.pretty = pretty_netrefs  # type: ignore[method-assign]
+        patches.setattr(pretty.RepresentationPrinter, "pretty", functools.wraps(original_pretty)(pretty_netrefs))
+        checker = _ipython.NetrefChecker(shell=self.shell, prefilter_manager=self.shell.prefilter_manager)
+        patches.on_undo("prefilter checker", lambda: self.shell.prefilter_manager.unregister_checker(checker))
 
-    def uninstall(self) -> None:
-        if self.original_format is None:
-            return
-        formatter = self.shell.display_formatter
-        if formatter.__dict__.get("format") == self.format:
-            del formatter.format
-        pretty.RepresentationPrinter.pretty = self.original_pretty  # type: ignore[method-assign]
-        self.original_format = self.original_pretty = None
-        for checker, guard in self.checkers:
-            if checker.__dict__.get("check") is guard:
-                del checker.check
-        self.checkers = []
-
-    def install_prefilter_guard(self) -> None:
-        """A one-line cell ``df`` makes IPython's prefilter ask ``isinstance(df, Macro)`` and
-        ``isinstance(df, IPyAutocall)`` (twice per cell in ipykernel): for a netref of a
-        non-builtin type each is a remote ``__class__`` lookup.  A netref is never an
-        instance of those local classes, so those checks skip netrefs."""
-        from IPython.core.prefilter import IPyAutocallChecker, MacroChecker
-
-        shell = self.shell
-        for checker in getattr(shell.prefilter_manager, "checkers", ()):
-            if not isinstance(checker, (MacroChecker, IPyAutocallChecker)) or "check" in checker.__dict__:
-                continue
-
-            def guard(line_info: Any, original: Any = checker.check) -> Any:
-                if _compat.is_netref(shell.user_ns.get(line_info.ifun)):
-                    return None
-                return original(line_info)
-
-            checker.check = guard
-            self.checkers.append((checker, guard))
-
-    def format(self, obj: Any, include: Any = None, exclude: Any = None) -> Bundle:
-        if _compat.is_netref(obj):
-            data, md = remote_bundle(obj, self.limits)
-        elif isinstance(obj, type) and netref_class_repr(obj) is not None:
-            data, md = {"text/plain": netref_class_repr(obj)}, {}
-        else:
-            return self.original_format(obj, include=include, exclude=exclude)
-        if include:
-            data = {k: v for k, v in data.items() if k in include}
-        if exclude:
-            data = {k: v for k, v in data.items() if k not in exclude}
-        return data, md
+    def bundle(self, obj: Any) -> Optional[Bundle]:
+        """Our display data for a netref or a netref class; None for everything else."""
+        if _rpyc.is_netref(obj):
+            return remote_bundle(obj, self.registry, self.limits)
+        text = netref_class_repr(obj)
+        return None if text is None else ({"text/plain": text}, {})
 
 
+def _filtered(bundle: Bundle, include: Any = None, exclude: Any = None) -> Bundle:
+    data, md = bundle
+    if include:
+        data = {k: v for k, v in data.items() if k in include}
+    if exclude:
+        data = {k: v for k, v in data.items() if k not in exclude}
+    return data, md
 
 
 class WhosHook:
@@ -193,51 +171,39 @@ class WhosHook:
     path instead (one round trip each, cut at ``display_max_chars``).
     """
 
-    def __init__(self, shell: Any, limits: Limits) -> None:
+    def __init__(self, shell: Any, registry: Registry, limits: Limits, patches: Patches) -> None:
         self.shell = shell
+        self.registry = registry
         self.limits = limits
-        self.original: Any = None
+        self.patches = patches
 
     def install(self) -> None:
-        manager = self.shell.magics_manager
-        if self.original is not None:
-            return
-        find = getattr(manager, "find", None)  # IPython 9.18+ loads core magics lazily
-        original = find("line", "whos") if find else manager.magics["line"].get("whos")
+        original = _ipython.find_line_magic(self.shell, "whos")  # IPython 9.18+: loads it if still lazy
         if original is None:
             return
-        table = manager.magics["line"]
-        self.previous_entry = table.get("whos")
-        self.original = original
+        patches = self.patches
 
-        @functools.wraps(self.original)
+        @functools.wraps(original)
         def whos(parameter_s: str = "") -> Any:
-            return self.whos(parameter_s)
+            if not patches.active:
+                return original(parameter_s)
+            return self.whos(original, parameter_s)
 
-        self.wrapped = table["whos"] = whos
+        patches.setitem(_ipython.line_magics(self.shell), "whos", whos)
 
-    def uninstall(self) -> None:
-        if self.original is None:
-            return
-        table = self.shell.magics_manager.magics["line"]
-        if table.get("whos") is self.wrapped:
-            table["whos"] = self.previous_entry
-        self.original = None
-
-    def whos(self, parameter_s: str = "") -> Any:
+    def whos(self, original: Callable[[str], Any], parameter_s: str) -> Any:
         ns = self.shell.user_ns
-        swapped = {name: value for name, value in ns.items() if _compat.is_netref(value)}
-        stand_ins = {name: _bounded(value, self.limits) for name, value in swapped.items()}
+        swapped = {name: value for name, value in ns.items() if _rpyc.is_netref(value)}
+        stand_ins = {name: self._bounded(value) for name, value in swapped.items()}
         ns.update(stand_ins)
         try:
-            return self.original(parameter_s)
+            return original(parameter_s)
         finally:
             for name, value in swapped.items():
                 if ns.get(name) is stand_ins[name]:
                     ns[name] = value
 
-
-def _bounded(obj: Any, limits: Limits) -> Any:
-    text = remote_bundle(obj, limits, rich=False)[0]["text/plain"]
-    cls = type(_compat.netref_class_name(obj), (), {"__str__": lambda self: text, "__repr__": lambda self: text})
-    return cls()
+    def _bounded(self, obj: Any) -> Any:
+        text = remote_bundle(obj, self.registry, self.limits, rich=False)[0]["text/plain"]
+        cls = type(_rpyc.netref_class_name(obj), (), {"__str__": lambda self: text, "__repr__": lambda self: text})
+        return cls()

@@ -1,10 +1,24 @@
-"""ipyrpyc's own errors about a connection: one clear line, drawn without our frames."""
+"""ipyrpyc's own errors: each one clear line, drawn without our frames.
+
+Scripts can catch every one of them as :class:`IpyrpycError`, and connection
+failures as the built-in ``ConnectionError`` too.  In IPython, the magics turn
+the errors a user causes into a one-line ``UsageError``.
+"""
 
 from __future__ import annotations
 
 
-class SessionError(Exception):
-    """A connection cannot serve a call; the message names it and says what to do."""
+class IpyrpycError(Exception):
+    """Base class of ipyrpyc's errors."""
+
+
+class ConnectError(IpyrpycError, ConnectionError):
+    """A connection could not be opened (refused, unreachable, unknown host, not an rpyc
+    classic server, a rejected certificate, a failed SSH login …)."""
+
+
+class SessionError(IpyrpycError):
+    """An open connection cannot serve a call; the message names it and says what to do."""
 
 
 class ConnectionLostError(SessionError, ConnectionError):
@@ -21,3 +35,10 @@ class StaleNetrefError(SessionError, ReferenceError):
 
 class RemoteTimeoutError(SessionError, TimeoutError):
     """A remote call took longer than the connection's timeout."""
+
+
+class CallInterrupted(KeyboardInterrupt):
+    """Ctrl-C (a kernel interrupt) stopped a remote call; still a ``KeyboardInterrupt``."""
+
+
+CallInterrupted.__name__ = CallInterrupted.__qualname__ = "KeyboardInterrupt"

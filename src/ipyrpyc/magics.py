@@ -1,132 +1,29 @@
-"""``%rpyc_connect`` and its family."""
+"""The magics: ``%rpyc_connect`` and its family, their traits and their help."""
 
 from __future__ import annotations
 
 import html
-import shlex
-import sys
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 from IPython.core.error import UsageError
-from IPython.core.magic import Magics, cell_magic, line_magic, magics_class
+from IPython.core.magic import Magics, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from traitlets import Bool, Enum, Float, Int, List as ListTrait, TraitError, Unicode, observe, validate
 
-from . import _compat
-
-from .session import (
-    ConnectError,
-    Session,
-    Target,
+from . import _rpyc
+from .arguments import (
+    MAX_TIMEOUT,
     check_identifier,
-    parse_address,
+    check_timeout,
+    parse,
     parse_modules,
     parse_port,
 )
+from .errors import ConnectError
+from .registry import Registry, warn
+from .session import Session
+from .transport import Target, make_target
 
-_MISSING = object()
-
-# rpyc waits with poll(milliseconds), a C int: past ~24.8 days every call raises OverflowError.
-MAX_TIMEOUT = 1e6
-
-
-def _parse(magic: Callable, line: str) -> Any:
-    """Parse a magic's argument string; every mistake is a one-line ``UsageError``."""
-    try:
-        argv = shlex.split(line)
-    except ValueError as e:
-        raise UsageError(f"{magic.__name__}: cannot parse arguments: {e}") from None
-    parser = magic.parser  # set by @magic_arguments
-    return parser.parse_args(argv)
-
-
-def _warn(message: str) -> None:
-    print(f"ipyrpyc: {message}", file=sys.stderr, flush=True)
-
-
-class Registry:
-    """The open sessions of one shell, and the names they own in its namespace."""
-
-    def __init__(self, shell: Any) -> None:
-        self.shell = shell
-        self.sessions: Dict[str, Session] = {}
-
-    @property
-    def user_ns(self) -> Dict[str, Any]:
-        return self.shell.user_ns
-
-    def owner_of(self, name: str, value: Any) -> Optional[Session]:
-        for s in self.sessions.values():
-            if s.injected.get(name, _MISSING) is value:
-                return s
-        return None
-
-    def session_of(self, conn: Any) -> Optional[Session]:
-        for s in self.sessions.values():
-            if s.conn is conn:
-                return s
-        return None
-
-    def can_bind(self, name: str) -> bool:
-        value = self.user_ns.get(name, _MISSING)
-        return value is _MISSING or self.owner_of(name, value) is not None
-
-    def bind(self, session: Session, name: str, value: Any, force: bool) -> bool:
-        """Bind ``name``; a user's own variable is only replaced with ``force``."""
-        current = self.user_ns.get(name, _MISSING)
-        owner = None if current is _MISSING else self.owner_of(name, current)
-        if current is not _MISSING and owner is None and not force:
-            return False
-        if owner is not None and owner is not session:
-            del owner.injected[name]
-            _warn(f"{name} now belongs to connection {session.name!r} (was {owner.name!r})")
-        self.user_ns[name] = value
-        session.injected[name] = value
-        return True
-
-    def inject(self, session: Session, force: bool) -> Tuple[List[str], List[str]]:
-        """Bind the connection and its modules; returns (bound, skipped) names."""
-        bound: List[str] = []
-        skipped: List[str] = []
-        if self.bind(session, session.name, session.conn, force):
-            bound.append(session.name)
-        else:
-            skipped.append(session.name)
-            _warn(f"{session.name!r} is your own variable: left it alone (use --force to replace it)")
-        for local, module in session.modules:
-            if not force and not self.can_bind(local):
-                skipped.append(local)
-                _warn(f"{local!r} is your own variable: left it alone (use --force or --prefix)")
-                continue
-            try:
-                value = session.conn.modules[module]
-            except Exception as e:
-                skipped.append(local)
-                _warn(f"cannot import {module} on the server ({type(e).__name__}): {local} not injected")
-                continue
-            self.bind(session, local, value, force)
-            bound.append(local)
-        return bound, skipped
-
-    def uninject(self, session: Session) -> List[str]:
-        """Remove the names this session still owns; a reassigned name stays the user's."""
-        removed = []
-        for name, value in list(session.injected.items()):
-            if self.user_ns.get(name, _MISSING) is value:
-                del self.user_ns[name]
-                removed.append(name)
-        session.injected.clear()
-        return removed
-
-    def close(self, session: Session) -> List[str]:
-        removed = self.uninject(session)
-        session.close()
-        self.sessions.pop(session.name, None)
-        return removed
-
-    def close_all(self) -> None:
-        for session in list(self.sessions.values()):
-            self.close(session)
 
 
 class ConnectionTable:
@@ -227,7 +124,7 @@ class RpycMagics(Magics):
                 continue
             session.target.timeout = change["new"]
             if session.conn is not None:
-                _compat.set_call_timeout(session.conn, change["new"])
+                _rpyc.set_call_timeout(session.conn, change["new"])
 
     @validate("display_max_chars", "display_max_bytes")
     def _positive_size(self, proposal: Any) -> int:
@@ -245,12 +142,13 @@ class RpycMagics(Magics):
         except ValueError as e:
             raise TraitError(str(e)) from None
 
-    def __init__(self, shell: Any = None, **kwargs: Any) -> None:
+    def __init__(self, shell: Any = None, registry: Optional[Registry] = None, **kwargs: Any) -> None:
+        self.registry = registry or Registry(lambda: shell.user_ns)
         super().__init__(shell=shell, **kwargs)
-        self.registry = Registry(shell)
 
     # -- helpers -----------------------------------------------------------------------------
-    def _session(self, name: Optional[str]) -> Session:
+    def session(self, name: Optional[str]) -> Session:
+        """The open session ``name``; without a name the only one (UsageError otherwise)."""
         sessions = self.registry.sessions
         if name is None:
             if len(sessions) == 1:
@@ -264,67 +162,18 @@ class RpycMagics(Magics):
         return sessions[name]
 
     def _target(self, args: Any) -> Target:
-        host: Optional[str] = self.host or None
-        port: Optional[int] = None
-        if args.address is not None:
-            try:
-                host, port = parse_address(args.address)
-            except ValueError as e:
-                raise UsageError(str(e)) from None
-        if args.port is not None:
-            try:
-                p = parse_port(args.port)
-            except ValueError as e:
-                raise UsageError(f"--port: {e}") from None
-            if port is not None and port != p:
-                raise UsageError(f"the address says port {port} but --port says {p}")
-            port = p
-        if host is not None and port is None and self.port:
-            port = self.port
-        timeout = self.timeout
-        if args.timeout is not None:
-            if not (0 < args.timeout <= MAX_TIMEOUT):
-                raise UsageError(
-                    f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT:.0f}, not {args.timeout}"
-                )
-            timeout = args.timeout
-        tls = args.ssl or bool(args.certfile or args.ca_certs or args.keyfile)
-        if args.keyfile and not args.certfile:
-            raise UsageError("--keyfile needs --certfile")
-        if args.ssh is not None:
-            user, _, hostport = args.ssh.rpartition("@")
-            try:
-                parse_address(hostport)
-            except ValueError as e:
-                raise UsageError(f"--ssh expects [USER@]HOST[:PORT]: {e}") from None
-            if user.startswith("-") or hostport.startswith("-"):
-                # ssh would read "-oProxyCommand=…@host" as an option and run that command here
-                raise UsageError(f"--ssh: USER and HOST cannot start with '-': {args.ssh!r}")
-            if tls:
-                raise UsageError("--ssh and --ssl cannot be combined: the SSH tunnel already encrypts")
-        if args.ssh_key and args.ssh is None:
-            raise UsageError("--ssh-key needs --ssh")
-        if host is None and args.ssh is None:
-            if tls:
-                raise UsageError("--ssl needs a HOST: the embedded server is reached over a private local socket")
-            if port is not None:
-                raise UsageError("--port needs a HOST (without one, the embedded server is started)")
-        return Target(
-            host=host,
-            port=port,
-            ssl=tls,
-            keyfile=args.keyfile,
-            certfile=args.certfile,
-            ca_certs=args.ca_certs,
-            ssh=args.ssh,
-            ssh_key=args.ssh_key,
-            ssh_options=list(self.ssh_options),
-            trust=bool(args.trust or self.trust),
-            timeout=timeout,
-            connect_timeout=min(self.connect_timeout, timeout),
-            live_output=self.live_output,
-            explicit_timeout=args.timeout is not None,
-        )
+        timeout = self.timeout if args.timeout is None else check_timeout(args.timeout)
+        try:
+            return make_target(
+                args.address, port=args.port, ssl=args.ssl, keyfile=args.keyfile, certfile=args.certfile,
+                ca_certs=args.ca_certs, ssh=args.ssh, ssh_key=args.ssh_key, ssh_options=list(self.ssh_options),
+                trust=bool(args.trust or self.trust), timeout=timeout,
+                connect_timeout=min(self.connect_timeout, timeout), live_output=self.live_output,
+                explicit_timeout=args.timeout is not None, default_host=self.host or None,
+                default_port=self.port or None,
+            )
+        except ValueError as e:
+            raise UsageError(str(e)) from None
 
     def reconnect_lost(self) -> None:
         """Reopen every connection whose server went away (no round trip to find out)."""
@@ -332,12 +181,12 @@ class RpycMagics(Magics):
             if not session.lost():
                 continue
             try:
-                session.reopen()
+                self.registry.reopen(session)
             except ConnectError as e:
-                _warn(f"automatic reconnect of {session.name} failed: {e}")
+                warn(f"automatic reconnect of {session.name} failed: {e}")
                 continue
             bound, _ = self.registry.inject(session, False)
-            _warn(f"reconnected {session.name} to {session.summary()}; bound {', '.join(bound) or 'nothing'}")
+            warn(f"reconnected {session.name} to {session.summary()}; bound {', '.join(bound) or 'nothing'}")
 
     # -- magics ------------------------------------------------------------------------------
     @magic_arguments()
@@ -377,7 +226,7 @@ class RpycMagics(Magics):
             %rpyc_connect [::1]:18812 --modules "sys os np=numpy"
             %rpyc_connect gpu-box --ssl --ca-certs ca.pem
         """
-        args = _parse(self.rpyc_connect, line)
+        args = parse(self.rpyc_connect, line)
         name = args.name or "conn"
         prefix = self.prefix if args.prefix is None else args.prefix
         try:
@@ -385,7 +234,8 @@ class RpycMagics(Magics):
             if prefix and not prefix.isidentifier():
                 raise ValueError(f"--prefix must start a Python identifier, not {prefix!r}")
             spec = " ".join(self.modules) if args.modules is None else args.modules
-            modules = [(check_identifier(prefix + alias, "an injected name"), mod) for alias, mod in parse_modules(spec)]
+            modules = [(check_identifier(prefix + alias, "an injected name"), module)
+                       for alias, module in parse_modules(spec)]
         except ValueError as e:
             raise UsageError(str(e)) from None
         if any(local == name for local, _ in modules) and not args.no_inject:
@@ -407,7 +257,7 @@ class RpycMagics(Magics):
             raise UsageError(str(e)) from None
         if old is not None:
             self.registry.close(old)
-        self.registry.sessions[name] = session
+        self.registry.add(session)
         bound, _ = self.registry.inject(session, args.force)
         modules_bound = [b for b in bound if b != name]
         injected = f"; injected {', '.join(modules_bound)}" if modules_bound else ""
@@ -424,7 +274,7 @@ class RpycMagics(Magics):
 
         Usage: ``%rpyc_disconnect [NAME | --all]``
         """
-        args = _parse(self.rpyc_disconnect, line)
+        args = parse(self.rpyc_disconnect, line)
         if args.all:
             if args.name:
                 raise UsageError("give a NAME or --all, not both")
@@ -435,7 +285,7 @@ class RpycMagics(Magics):
             if args.name is None and not self.registry.sessions:
                 print("No open rpyc connections.")
                 return
-            sessions = [self._session(args.name)]
+            sessions = [self.session(args.name)]
         for session in sessions:
             removed = self.registry.close(session)
             gone = f"; removed {', '.join(removed)}" if removed else ""
@@ -449,10 +299,10 @@ class RpycMagics(Magics):
 
         The embedded server is restarted if it died. Usage: ``%rpyc_reconnect [NAME]``
         """
-        args = _parse(self.rpyc_reconnect, line)
-        session = self._session(args.name)
+        args = parse(self.rpyc_reconnect, line)
+        session = self.session(args.name)
         try:
-            session.reopen()
+            self.registry.reopen(session)
         except ConnectError as e:
             raise UsageError(f"{session.name}: {e}") from None
         # The old netrefs are still "ours", so rebinding replaces exactly the names we own.
@@ -460,164 +310,10 @@ class RpycMagics(Magics):
         print(f"Reconnected {session.name} to {session.summary()}; bound {', '.join(bound) or 'nothing'}")
 
     @magic_arguments()
-    @argument("name", nargs="?", help="connection to run on (default: the only one)")
-    @argument("--timeout", "-t", type=float, help="seconds this cell may take (default: the connection's)")
-    @argument("--push", default="", metavar="a,b", help="local variables to copy to the server first")
-    @argument("--pull", default="", metavar="c,d", help="server variables to copy back here afterwards")
-    @cell_magic
-    def rpyc(self, line: str, cell: str) -> Any:
-        """Run the cell on the server, in the connection's remote namespace.
-
-        The last expression is displayed like a normal cell's; what the server prints
-        appears here as it happens; errors show the cell's own lines. ``--push`` and
-        ``--pull`` copy plain data (numbers, strings, lists, dicts, numpy arrays …)
-        without pickle; on a ``--trust`` connection anything picklable can be pulled.
-
-        Example::
-
-            %%rpyc lab --push n --pull total
-            total = sum(i * i for i in range(n))
-            total
-        """
-        from .transfer import export, rebuild
-
-        args = _parse(self.rpyc, line)
-        session = self._session(args.name)
-        if session.conn is None:
-            raise UsageError(f"{session.name} is not connected: %rpyc_reconnect {session.name}")
-        if session.helper is None:
-            raise UsageError(f"{session.address} cannot run ipyrpyc's helper, so %%rpyc is not available there")
-        try:
-            push = [check_identifier(n.strip(), "--push") for n in args.push.split(",") if n.strip()]
-            pull = [check_identifier(n.strip(), "--pull") for n in args.pull.split(",") if n.strip()]
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        if args.timeout is not None and not (0 < args.timeout <= MAX_TIMEOUT):
-            raise UsageError(
-                f"--timeout must be a positive number of seconds, at most {MAX_TIMEOUT:.0f}, not {args.timeout}"
-            )
-        if "\0" in cell:
-            raise UsageError("the cell contains a null character (\\x00), which Python source cannot contain")
-        trees = {}
-        for name in push:
-            if name not in self.shell.user_ns:
-                raise UsageError(f"--push {name}: no such variable here")
-            try:
-                trees[name] = export(self.shell.user_ns[name])
-            except (TypeError, ValueError) as e:
-                raise UsageError(f"--push {name}: {e}; only plain data and numpy arrays are copied") from None
-        conn, helper = session.conn, session.helper
-        namespace = conn.namespace
-        saved = _compat.call_timeout(conn)
-        if args.timeout is not None:
-            _compat.set_call_timeout(conn, args.timeout)
-        try:
-            for name, tree in trees.items():
-                helper.push(namespace, name, tree)
-            session.cells += 1
-            has_value, value = helper.run_cell(cell, f"<{session.name}.cell-{session.cells}>", namespace)
-        except BaseException as e:
-            if _compat.remote_tb_text(e) is not None:
-                e._ipyrpyc_cell = True  # type: ignore[attr-defined]  # its remote frames say it all
-            raise
-        finally:
-            _compat.set_call_timeout(conn, saved)
-        pulled = {}  # all or nothing: a --pull that fails binds none of the names
-        for name in pull:
-            try:
-                pulled[name] = rebuild(helper.pull(namespace, name))
-            except NameError:
-                raise UsageError(f"--pull {name}: not defined on the server") from None
-            except TypeError as e:
-                if not session.target.trust:
-                    raise UsageError(f"--pull {name}: {e}; copying it needs pickle, which lets the server "
-                                     "run code in this kernel: only on a --trust connection") from None
-                import rpyc.utils.classic
-
-                pulled[name] = rpyc.utils.classic.obtain(namespace[name])
-        self.shell.user_ns.update(pulled)
-        return value if has_value else None
-
-    @magic_arguments()
-    @argument("name", nargs="?", help="connection (default: the only one)")
-    @line_magic
-    def rpyc_debug(self, line: str = "") -> None:
-        """Post-mortem debugger on the server, at the last remote exception of a connection.
-
-        pdb runs on the server, on the real remote frames; its prompts arrive here as
-        input requests (``p x``, ``l``, ``u``/``d``, ``q``). Usage: ``%rpyc_debug [NAME]``
-        """
-        args = _parse(self.rpyc_debug, line)
-        session = self._session(args.name)
-        if session.conn is None or session.helper is None:
-            raise UsageError(f"{session.name} is not connected (or cannot run ipyrpyc's helper)")
-
-        def readline(prompt: str) -> str:
-            try:
-                return input(prompt) + "\n"
-            except (EOFError, KeyboardInterrupt):
-                return "q\n"
-
-        def write(text: str) -> None:
-            sys.stdout.write(text)
-            sys.stdout.flush()
-
-        conn = session.conn
-        saved = _compat.call_timeout(conn)
-        _compat.set_call_timeout(conn, None)  # a debugging session takes as long as it takes
-        try:
-            what = session.helper.debug(readline, write)
-        finally:
-            _compat.set_call_timeout(conn, saved)
-        if what is None:
-            print(f"No remote exception on {session.name} to debug.")
-
-    @magic_arguments()
-    @argument("expression", nargs="+", help="an expression whose value is a netref, e.g. rsys.path")
-    @line_magic
-    def rpyc_info(self, line: str = "") -> None:
-        """Show the plumbing of a netref: its own slots, connection, remote id, type and refcount.
-
-        This is what ``dir()`` showed in the RPyC tutorial (``____conn__``, ``____oid__``,
-        called ``____id_pack__`` since rpyc 4); the remote ``dir()`` follows, one round trip.
-        Usage: ``%rpyc_info rsys.path``
-        """
-        from . import _compat
-        from .helper import helper_for
-
-        args = _parse(self.rpyc_info, line)
-        expression = " ".join(args.expression)
-        try:
-            obj = self.shell.ev(expression)
-        except Exception as e:
-            raise UsageError(f"cannot evaluate {expression!r}: {type(e).__name__}: {e}") from None
-        if not _compat.is_netref(obj):
-            raise UsageError(f"{expression} is a local {type(obj).__name__}, not a netref")
-        conn = _compat.connection_of(obj)
-        type_name, type_id, obj_id = _compat.id_pack(obj)
-        session = self.registry.session_of(conn)
-        where = f"{session.name} ({session.address})" if session else (_compat.peer_address(conn) or "?")
-        slots = [n for n in _compat.BaseNetref.__slots__ if n.startswith("____")]
-        print(f"{expression}: netref to a remote {type_name}")
-        print(f"  ____conn__      the connection: {where}{' (closed)' if conn is None or _compat.is_closed(conn) else ''}")
-        print(f"  ____id_pack__   ({type_name!r}, {type_id}, {obj_id}): remote type, id of the type, "
-              "id of the object (the tutorial's ____oid__)")
-        print(f"  ____refcount__  {_compat.refcount(obj)}: references this client holds to the remote object")
-        print(f"  netref slots    {', '.join(slots)}")
-        helper = helper_for(conn)
-        names: Any = ()
-        if helper is not None:
-            try:
-                names = helper.complete(obj, (), 5000, self.display_timeout)[1]
-            except Exception as e:
-                names = f"<no answer: {type(e).__name__}>"
-        print(f"  dir() on the server ({len(names) if isinstance(names, tuple) else '?'} names): {names}")
-
-    @magic_arguments()
     @line_magic
     def rpyc_connections(self, line: str = "") -> ConnectionTable:
         """List the open connections: name, address, state, latency, server, injected names, trust."""
-        _parse(self.rpyc_connections, line)
+        parse(self.rpyc_connections, line)
         rows = []
         for s in self.registry.sessions.values():
             state, latency = s.state()
@@ -628,9 +324,23 @@ class RpycMagics(Magics):
                     state,
                     f"{latency * 1000:.1f} ms" if latency is not None else "-",
                     f"Python {s.remote_python}, pid {s.remote_pid}, {s.remote_host}",
-                    ", ".join(n for n in s.injected if self.registry.user_ns.get(n, _MISSING) is s.injected[n])
-                    or "-",
+                    ", ".join(self.registry.bound_names(s)) or "-",
                     "yes" if s.target.trust else "no",
                 )
             )
         return ConnectionTable(rows)
+
+
+class MagicsPart(Magics):
+    """Magics of another concern, sharing :class:`RpycMagics`' traits, registry and sessions."""
+
+    def __init__(self, shell: Any, settings: RpycMagics) -> None:
+        super().__init__(shell=shell)
+        self.settings = settings
+
+    @property
+    def registry(self) -> Registry:
+        return self.settings.registry
+
+    def session(self, name: Optional[str]) -> Session:
+        return self.settings.session(name)

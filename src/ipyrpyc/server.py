@@ -85,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ipyrpyc-server") -> 
     from rpyc.utils.authenticators import SSLAuthenticator
     from rpyc.utils.server import ThreadedServer
 
-    from . import _compat
+    from . import _rpyc
 
     parser = build_parser(prog)
     args = parser.parse_args(argv)
@@ -142,7 +142,7 @@ def main(argv: Optional[Sequence[str]] = None, prog: str = "ipyrpyc-server") -> 
         kwargs.update(hostname=args.host, port=port, reuse_addr=True, ipv6=":" in args.host)
 
     server = ThreadedServer(SlaveService, **kwargs)  # what rpyc_classic serves
-    _compat.server_listen(server)
+    _rpyc.server_listen(server)
     where = args.unix_socket or f"{_format_host(args.host)}:{server.port}"
     if args.ready_fd is not None:
         os.write(args.ready_fd, f"{where}\n".encode())

@@ -1,6 +1,11 @@
-"""A loopback TCP proxy that counts rpyc frames and delays each direction.
+"""A loopback TCP proxy that shows rpyc's frames and delays each direction.
 
-Client -> proxy (127.0.0.1, a free port from the OS) -> server.  Every chunk read from
+``python -m ipyrpyc proxy HOST:PORT --delay 20`` puts a slow link in front of a server
+and prints every request and reply that crosses it: what each netref operation costs
+on the wire, seen from outside both programs.  The tests and the benchmark use the
+same proxy to count round trips.
+
+Client -> proxy (127.0.0.1, a free port from the OS unless ``--port``) -> server.  Every chunk read from
 one side is counted when it arrives at the proxy and forwarded ``delay`` seconds
 later, in order, by one writer thread per direction and connection (so a chunk is
 never overtaken and delays do not add up for back-to-back chunks).
@@ -8,8 +13,9 @@ never overtaken and delays do not add up for back-to-back chunks).
 Counting parses rpyc's channel framing (``rpyc/core/channel.py``): a header
 ``Struct("!LB")`` = 4-byte big-endian payload length + 1-byte "compressed" flag, then
 ``length`` bytes of payload, then the one-byte flusher ``b"\\n"``.  Each payload is one
-byte of message type and a brine-encoded ``(seq, args)`` (``rpyc/core/protocol.py``); requests are named by their handler
-(``getattr``, ``call``, ``del`` …) so a report can say which requests a cell made.
+byte of message type and a brine-encoded ``(seq, args)`` (``rpyc/core/protocol.py``);
+requests are named by their handler (``getattr``, ``call``, ``del`` …) so a report can
+say which requests a cell made.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import List, Optional, Tuple
 
 from rpyc.core import brine, consts
 from rpyc.core.channel import Channel
@@ -183,7 +189,7 @@ class _Direction:
 class DelayProxy:
     """``127.0.0.1:<port>`` -> ``target``; counts rpyc frames, delays ``delay`` s per direction."""
 
-    def __init__(self, target: Tuple[str, int], delay: float = 0.0) -> None:
+    def __init__(self, target: Tuple[str, int], delay: float = 0.0, port: int = 0) -> None:
         self.target = target
         self.delay = delay
         self.stopping = threading.Event()
@@ -195,7 +201,7 @@ class DelayProxy:
         self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         try:
             self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            self.listener.bind(("127.0.0.1", 0))
+            self.listener.bind(("127.0.0.1", port))
             self.listener.listen(16)
             self.listener.settimeout(0.2)
         except BaseException:
@@ -299,3 +305,48 @@ class DelayProxy:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def main(argv: Optional[List[str]] = None, prog: str = "ipyrpyc-proxy") -> int:
+    """``python -m ipyrpyc proxy HOST:PORT [--delay MS] [--port N]``: print frames until Ctrl-C."""
+    import argparse
+
+    from .arguments import DEFAULT_PORT, parse_address
+
+    parser = argparse.ArgumentParser(prog=prog, description="A loopback proxy in front of an rpyc server that "
+                                     "prints every rpyc frame and can delay each direction.")
+    parser.add_argument("target", metavar="HOST[:PORT]", help="the rpyc server (port 18812 if not given)")
+    parser.add_argument("--delay", type=float, default=0.0, metavar="MS", help="milliseconds added per direction")
+    parser.add_argument("--port", type=int, default=0, help="local port to listen on (default: a free one)")
+    parser.add_argument("--quiet", action="store_true", help="print only a count per second")
+    args = parser.parse_args(argv)
+    try:
+        host, port = parse_address(args.target)
+    except ValueError as e:
+        parser.error(str(e))
+    if not 0 <= args.delay <= 60_000:
+        parser.error("--delay must be from 0 to 60000 ms")
+    try:
+        proxy = DelayProxy((host, port or DEFAULT_PORT), args.delay / 1000, port=args.port)
+    except OSError as e:
+        parser.error(f"cannot listen on 127.0.0.1:{args.port}: {e.strerror or e}")
+    print(f"proxy on 127.0.0.1:{proxy.port} -> {host}:{port or DEFAULT_PORT}, "
+          f"{args.delay:g} ms per direction; Ctrl-C stops", flush=True)
+    start = time.monotonic()
+    try:
+        while True:
+            time.sleep(0.2 if not args.quiet else 1.0)
+            frames = proxy.take()
+            if args.quiet:
+                if frames:
+                    print(f"{len(frames)} frames", flush=True)
+                continue
+            for f in frames:
+                arrow = "->" if f.direction == C2S else "<-"
+                what = f.detail or f.kind
+                print(f"{f.t - start:9.3f} s {arrow} {what} ({f.size:,} B)", flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        proxy.stop()
+    return 0

@@ -1,0 +1,422 @@
+"""The one place that knows rpyc's internals (rpyc 6; rpyc-ng keeps the same names).
+
+Netrefs, the connection's protocol attributes, streams that do not wait forever,
+the exception classes rpyc makes for remote errors, and the state of requests.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import socket
+import sys
+import time
+from typing import Any, Callable, List, Optional, Tuple
+
+import rpyc
+from rpyc.core import consts as _consts
+from rpyc.core import vinegar as _vinegar
+from rpyc.core.async_ import AsyncResult, AsyncResultTimeout
+from rpyc.core.netref import asyncreq as _asyncreq
+from rpyc.core.protocol import Connection
+from rpyc.core.stream import SocketStream, TunneledSocketStream
+
+BaseNetref = rpyc.BaseNetref
+RPYC_DIR = os.path.dirname(os.path.abspath(rpyc.__file__))
+HANDLE_CLOSE = _consts.HANDLE_CLOSE  # what rpyc's Connection.close() sends through sync_request
+HANDLE_DEL = _consts.HANDLE_DEL  # rpyc's fire-and-forget garbage collection of a netref
+MSG_REQUEST = _consts.MSG_REQUEST
+HANDLER_NAMES = {getattr(_consts, n): n[len("HANDLE_"):].lower() for n in dir(_consts) if n.startswith("HANDLE_")}
+__all__ = ["AsyncResultTimeout", "BaseNetref", "Connection"]
+
+
+# -- netrefs -------------------------------------------------------------------------------------
+def is_netref(obj: Any) -> bool:
+    """True for an rpyc proxy; costs no round trip and touches nothing of ``obj``."""
+    return issubclass(type(obj), BaseNetref)
+
+
+def connection_of(netref: Any) -> Any:
+    """The ``rpyc.Connection`` behind a netref, without a round trip (None when gone)."""
+    try:
+        ref = object.__getattribute__(netref, "____conn__")
+    except AttributeError:
+        return None
+    return ref() if callable(ref) else ref
+
+
+def id_pack(netref: Any) -> Any:
+    """(remote type name, id of the remote type, id of the remote object); no round trip."""
+    return object.__getattribute__(netref, "____id_pack__")
+
+
+def refcount(netref: Any) -> Any:
+    return object.__getattribute__(netref, "____refcount__")
+
+
+def netref_slots() -> List[str]:
+    return [n for n in BaseNetref.__slots__ if n.startswith("____")]
+
+
+def netref_class_name(proxy: Any) -> str:
+    """``builtins.list`` for a netref of a list; no round trip."""
+    try:
+        return str(id_pack(proxy)[0])
+    except Exception:
+        return type(proxy).__name__
+
+
+def netref_class_type_name(cls: Any) -> Optional[str]:
+    """The remote type a netref class stands for (``builtins.module`` for modules), else None.
+    Touches nothing but the class's own type and name."""
+    if not issubclass(type(cls), type):
+        return None
+    try:
+        if not issubclass(cls, BaseNetref) or cls is BaseNetref:
+            return None
+    except Exception:
+        return None
+    name = cls.__name__
+    # rpyc names a module's netref class after the module, and a class's after module.qualname;
+    # its __class__ descriptor cannot tell them apart (it falls back to the module type for
+    # classes this side does not have), so: no dot, or a module this side knows, is a module.
+    if "." not in name or name in sys.modules:
+        return "builtins.module"
+    return name
+
+
+def timed_repr(obj: Any, timeout: float) -> str:
+    """rpyc's own remote repr, bounded in time (one round trip)."""
+    result = _asyncreq(obj, _consts.HANDLE_REPR)
+    result.set_expiry(timeout)
+    return str(result.value)
+
+
+# -- connections ---------------------------------------------------------------------------------
+def set_call_timeout(conn: Any, seconds: Optional[float]) -> None:
+    """rpyc reads ``sync_request_timeout`` on every call, so this applies at once."""
+    conn._config["sync_request_timeout"] = seconds
+
+
+def call_timeout(conn: Any) -> Optional[float]:
+    return conn._config.get("sync_request_timeout")
+
+
+def is_closed(conn: Any) -> bool:
+    """Closed by us, or by the peer: rpyc's ``conn.closed`` only knows the first."""
+    try:
+        return bool(conn.closed or conn._channel.closed)
+    except Exception:
+        return True
+
+
+def socket_of(conn: Any) -> Optional[socket.socket]:
+    try:
+        return conn._channel.stream.sock
+    except Exception:
+        return None
+
+
+def peer_address(conn: Any) -> Optional[str]:
+    try:
+        sock = conn._channel.stream.sock
+        if sock.family == getattr(socket, "AF_UNIX", None):
+            return "local socket"
+        host, port = sock.getpeername()[:2]
+        return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+    except Exception:
+        return None
+
+
+def peer_closed(conn: Any) -> bool:
+    """True when the server has already closed or reset the connection; no round trip.
+
+    A server that died leaves its end-of-file unread until the next request; peeking
+    at the socket finds it without sending anything.  Unknown (e.g. TLS) means open.
+    Unread messages (replies to async requests) often sit before that end-of-file, so
+    where the OS tells (Linux POLLRDHUP, TCP and Unix sockets) ask it directly.
+    """
+    try:
+        sock = conn._channel.stream.sock
+        rdhup = getattr(select, "POLLRDHUP", 0)
+        if rdhup and hasattr(select, "poll"):
+            poller = select.poll()
+            poller.register(sock, select.POLLIN | rdhup)
+            if any(events & (rdhup | select.POLLHUP | select.POLLERR) for _, events in poller.poll(0)):
+                return True
+        if not select.select([sock], [], [], 0)[0]:
+            return False
+        return sock.recv(1, socket.MSG_PEEK) == b""
+    except (ValueError, NotImplementedError, AttributeError):  # TLS refuses MSG_PEEK; no socket
+        return False
+    except (OSError, EOFError):  # reset, or rpyc's ClosedFile after close()
+        return True
+
+
+def server_listen(server: Any) -> None:
+    """Bind and listen now, so the port is known before ``server.start()`` blocks."""
+    server._listen()
+
+
+# -- requests ------------------------------------------------------------------------------------
+def pending_seq(conn: Any, result: Any) -> Optional[int]:
+    """The sequence number of an outstanding request, found by its AsyncResult."""
+    for seq, callback in list(conn._request_callbacks.items()):
+        if callback is result:
+            return seq
+    return None
+
+
+def request_finished(conn: Any, seq: int) -> bool:
+    """Whether the reply of request ``seq`` has arrived (serves what is waiting, no blocking)."""
+    conn.poll_all(0)
+    return seq not in conn._request_callbacks
+
+
+def serve_until(conn: Any, done: Callable[[], bool], timeout: float) -> bool:
+    """Serve the connection until ``done()`` or ``timeout`` seconds; returns ``done()``."""
+    deadline = time.monotonic() + timeout
+    while not done():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        conn.poll_all(min(left, 0.05))
+    return True
+
+
+def result_arrived(result: Any) -> bool:
+    """Whether an AsyncResult holds a reply (as opposed to having expired)."""
+    return bool(result._is_ready)
+
+
+def is_reply(result: Any, exc: BaseException) -> bool:
+    """Whether ``exc``, raised by ``result.value``, is the server's answer to that request (an
+    exception of the remote code; rpyc may re-raise it as a new instance, e.g. StopIteration)
+    rather than a failure to receive it."""
+    return result is not None and bool(result._is_ready and result._is_exc)
+
+
+# -- remote exceptions ---------------------------------------------------------------------------
+def remote_tb_text(exc: BaseException) -> Optional[str]:
+    """The server-formatted traceback rpyc attached to a remote exception (None for others).
+    Looks only at rpyc's own exception classes, so a local object is never touched."""
+    if not is_rpyc_exception_class(type(exc)):
+        return None
+    text = exc.__dict__.get("_remote_tb")
+    return text if isinstance(text, str) else None
+
+
+def is_rpyc_exception_class(cls: type) -> bool:
+    """rpyc's own local subclasses made for remote exceptions (``…<locals>.Derived``)."""
+    try:
+        return cls in _vinegar._exception_classes_cache.values()
+    except TypeError:  # an unhashable class
+        return False
+
+
+_unloadable_classes: dict = {}
+
+
+def unloadable_exception_class(module: str, name: str) -> type:
+    """A stand-in class named like a remote exception type that rpyc cannot rebuild."""
+    fullname = name if module == "builtins" else f"{module}.{name}"
+    cls = _unloadable_classes.get(fullname)
+    if cls is None:
+        base = type(fullname, (_vinegar.GenericException,), {"__module__": f"{_vinegar.__name__}/{module}"})
+        cls = _unloadable_classes[fullname] = _vinegar._get_exception_class(base)
+    return cls
+
+
+def _rebuild_unloadable(raw: Any) -> Optional[BaseException]:
+    """rpyc 6 cannot rebuild exception groups (their __new__ needs arguments)."""
+    try:
+        (modname, clsname), args, attrs, tbtext = raw
+    except Exception:
+        return None
+    cls = unloadable_exception_class(modname, clsname)
+    exc = cls.__new__(cls)
+    exc.args = (args[0],) if args and isinstance(args[0], str) else tuple(args)  # a group's message
+    exc._remote_tb = tbtext
+    return exc
+
+
+def unbox_exc_with(conn: Any, on_exception: Callable[[BaseException], None]) -> Callable[[Any], Any]:
+    """A replacement for ``conn._unbox_exc`` (an instance attribute: this connection only) that
+    rebuilds exception groups rpyc cannot load and calls ``on_exception`` for every remote
+    exception as it arrives."""
+    original = conn._unbox_exc
+
+    def _unbox_exc(raw: Any) -> Any:
+        try:
+            exc = original(raw)
+        except TypeError:
+            exc = _rebuild_unloadable(raw)
+            if exc is None:
+                raise
+        if isinstance(exc, BaseException):
+            try:
+                on_exception(exc)
+            except Exception:
+                pass
+        return exc
+
+    return _unbox_exc
+
+
+def _frames(tb: Any) -> List[Any]:
+    out = []
+    while tb is not None:
+        out.append(tb.tb_frame)
+        tb = tb.tb_next
+    return out
+
+
+def request_in_traceback(tb: Any) -> Optional[Tuple[Any, str, tuple]]:
+    """(proxy, operation, args) of the innermost rpyc request a local traceback went through."""
+    found = None
+    for frame in _frames(tb):
+        if frame.f_code.co_name in ("syncreq", "asyncreq") and frame.f_code.co_filename.startswith(RPYC_DIR):
+            loc = frame.f_locals
+            found = (loc.get("proxy"), HANDLER_NAMES.get(loc.get("handler"), "?"), tuple(loc.get("args", ())))
+    return found
+
+
+def connection_in_traceback(tb: Any) -> Any:
+    """The connection whose request a local traceback went through (innermost), or None."""
+    found = None
+    for frame in _frames(tb):
+        if not frame.f_code.co_filename.startswith(RPYC_DIR):
+            continue
+        for name in ("self", "proxy", "conn"):
+            value = frame.f_locals.get(name)
+            if isinstance(value, Connection):
+                found = value
+            elif is_netref(value):
+                found = connection_of(value) or found
+            elif isinstance(value, AsyncResult):
+                found = value._conn or found
+    return found
+
+
+def fetch_source_lines(conn: Any, places: List[Tuple[str, int]], timeout: float = 1.5) -> Optional[tuple]:
+    """Server-side ``linecache.getline`` for each (file, line), in one round trip, or None."""
+    expr = "tuple(__import__('linecache').getline(f, n) for f, n in %r)" % (tuple(places),)
+    try:
+        result = rpyc.async_(conn.eval)(expr)
+        result.set_expiry(timeout)
+        lines = result.value
+    except Exception:
+        return None
+    return lines if isinstance(lines, tuple) else None
+
+
+# -- streams that do not wait forever --------------------------------------------------------------
+class _ReadTimeout:
+    """While ``read_timeout`` is set, a read that is not complete after that many seconds
+    raises ``socket.timeout``. rpyc's own ``read`` retries timed-out reads forever, so a peer
+    that sends part of a frame and then nothing (an SSH banner: ``SSH-`` reads as a 1.4 GB
+    frame) would hang ``%rpyc_connect`` for good."""
+
+    read_timeout: Optional[float] = None
+    # Once connected: a message that stops arriving half-way (no byte for this many seconds) means
+    # the connection is lost; rpyc would wait for the rest forever, whatever the call's timeout.
+    stall_timeout: Optional[float] = None
+
+    def read(self, count: int) -> bytes:
+        if self.read_timeout is not None:
+            return self._read_within(count, self.read_timeout)
+        if self.stall_timeout is not None:
+            return self._read_without_stalls(count, self.stall_timeout)
+        return super().read(count)  # type: ignore[misc]
+
+    def _fail(self, error: BaseException) -> BaseException:
+        self.close()  # type: ignore[attr-defined]
+        return error
+
+    def _read_within(self, count: int, seconds: float) -> bytes:
+        deadline = time.monotonic() + seconds
+        sock = self.sock  # type: ignore[attr-defined]
+        original = sock.gettimeout()
+        data = []
+        try:
+            while count > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise self._fail(socket.timeout("timed out"))
+                sock.settimeout(left)
+                try:
+                    buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
+                except socket.timeout:
+                    continue
+                except OSError as e:
+                    raise self._fail(EOFError(e)) from None
+                if not buf:
+                    raise self._fail(EOFError("connection closed by peer"))
+                data.append(buf)
+                count -= len(buf)
+        finally:
+            if self.sock is sock:  # type: ignore[attr-defined]  # not closed
+                sock.settimeout(original)
+        return b"".join(data)
+
+    def _read_without_stalls(self, count: int, stall: float) -> bytes:
+        """rpyc's read (it starts when a message has begun to arrive), ended by a stall. The
+        socket's own timeout is left alone: other threads send on it meanwhile."""
+        sock = self.sock  # type: ignore[attr-defined]
+        data = []
+        while count > 0:
+            if not _readable(sock, stall):
+                raise self._fail(EOFError(f"the server stopped sending in the middle of a message for {stall:g} s"))
+            try:
+                buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
+            except (socket.timeout, InterruptedError, BlockingIOError):
+                continue
+            except OSError as e:
+                raise self._fail(EOFError(e)) from None
+            if not buf:
+                raise self._fail(EOFError("connection closed by peer"))
+            data.append(buf)
+            count -= len(buf)
+        return b"".join(data)
+
+
+def _readable(sock: socket.socket, seconds: float) -> bool:
+    pending = getattr(sock, "pending", None)  # TLS: decrypted bytes the socket does not show
+    if pending is not None and pending() > 0:
+        return True
+    if hasattr(select, "poll"):
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(seconds * 1000))
+    return bool(select.select([sock], [], [], seconds)[0])
+
+
+class _TimedSocketStream(_ReadTimeout, SocketStream):
+    pass
+
+
+class _TimedTunneledSocketStream(_ReadTimeout, TunneledSocketStream):
+    pass
+
+
+def stream_from_socket(sock: socket.socket) -> SocketStream:
+    return _TimedSocketStream(sock)
+
+
+def tunneled_stream(sock: socket.socket, tunnel: Any) -> SocketStream:
+    """A stream whose close also closes ``tunnel`` (anything with a ``close()``)."""
+    stream = _TimedTunneledSocketStream(sock)
+    stream.tun = tunnel
+    return stream
+
+
+def set_read_timeout(stream: Any, seconds: Optional[float]) -> None:
+    """Bound every read of ``stream`` (None: rpyc's wait-forever reads)."""
+    if isinstance(stream, _ReadTimeout):
+        stream.read_timeout = seconds
+
+
+def set_stall_timeout(stream: Any, seconds: Optional[float]) -> None:
+    """Once connected: a message that stops half-way for ``seconds`` is a lost connection."""
+    if isinstance(stream, _ReadTimeout):
+        stream.stall_timeout = seconds

@@ -1,0 +1,128 @@
+"""``%%rpyc`` and ``%rpyc_debug``: code that runs on the server."""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from IPython.core.error import UsageError
+from IPython.core.magic import cell_magic, line_magic, magics_class
+from IPython.core.magic_arguments import argument, magic_arguments
+
+from . import _rpyc
+from .arguments import check_timeout, names_list, parse
+from .magics import MagicsPart
+from .remote.codec import export, rebuild
+
+
+@magics_class
+class RunMagics(MagicsPart):
+    """Run code on the server, and debug it there."""
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="connection to run on (default: the only one)")
+    @argument("--timeout", "-t", type=float, help="seconds this cell may take (default: the connection's)")
+    @argument("--push", default="", metavar="a,b", help="local variables to copy to the server first")
+    @argument("--pull", default="", metavar="c,d", help="server variables to copy back here afterwards")
+    @cell_magic
+    def rpyc(self, line: str, cell: str) -> Any:
+        """Run the cell on the server, in the connection's remote namespace.
+
+        The last expression is displayed like a normal cell's; what the server prints
+        appears here as it happens; errors show the cell's own lines. ``--push`` and
+        ``--pull`` copy plain data (numbers, strings, lists, dicts, numpy arrays …)
+        without pickle; on a ``--trust`` connection anything picklable can be pulled.
+
+        Example::
+
+            %%rpyc lab --push n --pull total
+            total = sum(i * i for i in range(n))
+            total
+        """
+        args = parse(self.rpyc, line)
+        session = self.session(args.name)
+        if session.conn is None:
+            raise UsageError(f"{session.name} is not connected: %rpyc_reconnect {session.name}")
+        if session.helper is None:
+            raise UsageError(f"{session.address} cannot run ipyrpyc's helper, so %%rpyc is not available there")
+        try:
+            push = names_list(args.push, "--push")
+            pull = names_list(args.pull, "--pull")
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        check_timeout(args.timeout)
+        if "\0" in cell:
+            raise UsageError("the cell contains a null character (\\x00), which Python source cannot contain")
+        trees = {}
+        for name in push:
+            if name not in self.shell.user_ns:
+                raise UsageError(f"--push {name}: no such variable here")
+            try:
+                trees[name] = export(self.shell.user_ns[name])
+            except (TypeError, ValueError) as e:
+                raise UsageError(f"--push {name}: {e}; only plain data and numpy arrays are copied") from None
+        conn, helper, record = session.conn, session.helper, session.record
+        namespace = conn.namespace
+        saved = _rpyc.call_timeout(conn)
+        if args.timeout is not None:
+            _rpyc.set_call_timeout(conn, args.timeout)
+        try:
+            for name, tree in trees.items():
+                helper.push(namespace, name, tree)
+            session.cells += 1
+            has_value, value = helper.run_cell(cell, f"<{session.name}.cell-{session.cells}>", namespace)
+        except BaseException as e:
+            if record is not None and _rpyc.remote_tb_text(e) is not None:
+                record.last_cell_error = e  # drawn with its remote frames only: they say it all
+            raise
+        finally:
+            _rpyc.set_call_timeout(conn, saved)
+        pulled = {}  # all or nothing: a --pull that fails binds none of the names
+        for name in pull:
+            try:
+                pulled[name] = rebuild(helper.pull(namespace, name))
+            except NameError:
+                raise UsageError(f"--pull {name}: not defined on the server") from None
+            except TypeError as e:
+                if not session.target.trust:
+                    raise UsageError(f"--pull {name}: {e}; copying it needs pickle, which lets the server "
+                                     "run code in this kernel: only on a --trust connection") from None
+                import rpyc.utils.classic
+
+                pulled[name] = rpyc.utils.classic.obtain(namespace[name])
+        self.shell.user_ns.update(pulled)
+        return value if has_value else None
+
+    @magic_arguments()
+    @argument("name", nargs="?", help="connection (default: the only one)")
+    @line_magic
+    def rpyc_debug(self, line: str = "") -> None:
+        """Post-mortem debugger on the server, at the last remote exception of a connection.
+
+        pdb runs on the server, on the real remote frames; its prompts arrive here as
+        input requests (``p x``, ``l``, ``u``/``d``, ``q``). Usage: ``%rpyc_debug [NAME]``
+        """
+        args = parse(self.rpyc_debug, line)
+        session = self.session(args.name)
+        if session.conn is None or session.helper is None:
+            raise UsageError(f"{session.name} is not connected (or cannot run ipyrpyc's helper)")
+
+        def readline(prompt: str) -> str:
+            try:
+                return input(prompt) + "\n"
+            except (EOFError, KeyboardInterrupt):
+                return "q\n"
+
+        def write(text: str) -> None:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+
+        conn = session.conn
+        saved = _rpyc.call_timeout(conn)
+        _rpyc.set_call_timeout(conn, None)  # a debugging session takes as long as it takes
+        try:
+            what = session.helper.debug(readline, write)
+        finally:
+            _rpyc.set_call_timeout(conn, saved)
+        if what is None:
+            print(f"No remote exception on {session.name} to debug.")

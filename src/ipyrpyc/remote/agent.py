@@ -1,0 +1,70 @@
+"""Server side: the entry point, called once per connection by the client's bootstrap.
+
+:func:`start` prepares the connection it is called on and returns, in the same
+round trip, the server's facts, the remote modules the client asked for and the
+functions the client will call (each call: one round trip, brine values only).
+Runs on Python 3.8 and newer, with the standard library only.
+"""
+
+import os
+import socket
+import sys
+
+
+def _module(name):
+    try:
+        return __import__(name, None, None, ("*",))
+    except BaseException as exc:  # an import may raise anything, SystemExit included
+        return "%s: %s" % (type(exc).__name__, str(exc)[:200])
+
+
+def start(modules, sink, module_names):
+    """``(facts, ((module name, module or error text), ...), ((function name, function), ...))``.
+
+    ``modules``: this program's modules by short name.  ``sink``: the client's
+    ``write(name, text)`` for live output, or None.  ``module_names``: modules to import.
+    """
+    import rpyc
+
+    serving, output, objects = modules["serving"], modules["output"], modules["objects"]
+    codec, runner = modules["codec"], modules["running"].Runner()
+    connection = serving.serving_connection()
+    served = serving.attach(connection) if connection is not None else serving.Served(None)
+    served.on_detach.append(runner.forget)
+    state = serving.shared_state(create=False)
+
+    def route(send):
+        """Live output of this connection to ``send(name, text)``; None stops it."""
+        if state is None:
+            return 0  # not served by an rpyc connection we could find: nothing to route
+        return output.route(state, served, None if send is None else rpyc.async_(send))
+
+    if state is not None:
+        served.on_detach.append(lambda: output.unroute(state, served))
+        if sink is not None:
+            route(sink)
+
+    def pull(namespace, name):
+        if name not in namespace:
+            raise NameError("name %r is not defined on the server" % (name,))
+        return codec.export(namespace[name])
+
+    def push(namespace, name, tree):
+        namespace[name] = codec.rebuild(tree)
+
+    functions = (
+        ("display", objects.display),
+        ("complete", objects.complete),
+        ("describe", objects.describe),
+        ("lookup", objects.lookup),
+        ("execute", runner.execute),
+        ("run_cell", runner.run_cell),
+        ("pull", pull),
+        ("push", push),
+        ("route", route),
+        ("interrupt", serving.interrupt),
+        ("debug", lambda readline, write: serving.debug(served, readline, write)),
+    )
+    facts = (sys.version.split()[0], os.getpid(), socket.gethostname(), served.key)
+    imported = tuple((name, _module(name)) for name in module_names)
+    return facts, imported, functions
