@@ -1,16 +1,18 @@
-#!/usr/bin/env python
 """Plain rpyc against ipyrpyc, in real kernels, through a delaying, frame-counting proxy.
 
-    .venv/bin/python benchmarks/run.py                    # full mode (< 5 min on 2 cores)
-    .venv/bin/python benchmarks/run.py --quick --json out.json   # CI mode (< 60 s)
+Run from the repository root:
+
+    .venv/bin/python -m benchmarks.run                              # full mode (< 5 min on 2 cores)
+    .venv/bin/python -m benchmarks.run --quick --json out.json      # CI mode (< 60 s)
 
 One stock ``rpyc_classic`` server on 127.0.0.1 (free port); two proxies in front of it
-(benchmarks/proxy.py), one per kernel, that count rpyc frames in each direction and
+(``ipyrpyc.proxy``), one per kernel, that count rpyc frames in each direction and
 delay every chunk by the same configurable time per direction; two real ipykernels
 driven through ``jupyter_client``: kernel "python3" with ``rpyc.classic.connect`` and
 no extension, kernel "ipyrpyc" with ``%rpyc_connect``.  Every user action is run in
 both, alternately, at each delay; frames are counted from the moment a request is
-sent to the kernel until the kernel reports idle.  See benchmarks/README.md.
+sent to the kernel until the kernel reports idle.  Servers and kernels are started and
+driven by the tests' own helpers (``tests.support``).  See benchmarks/README.md.
 """
 
 from __future__ import annotations
@@ -22,25 +24,18 @@ import importlib.util
 import json
 import os
 import platform
-import queue
-import re
-import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections import Counter
-from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
-HERE = Path(__file__).resolve().parent
-if str(HERE) not in sys.path:
-    sys.path.insert(0, str(HERE))
-
-from proxy import C2S, S2C, DelayProxy, Frame  # noqa: E402
+from ipyrpyc.proxy import C2S, S2C, DelayProxy, Frame
+from tests.support import kernels
+from tests.support.kernels import Kernel, shell_request
+from tests.support.processes import StockServer
 
 STARTUP_TIMEOUT = 60.0
 OP_TIMEOUT = 120.0
@@ -53,79 +48,30 @@ class BenchError(RuntimeError):
 
 
 # -- processes ---------------------------------------------------------------------------------
-def pid_alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        try:
-            os.kill(pid, 0)
-        except OSError:
-            return False
-        return True
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
-class ClassicServer:
+def start_server() -> StockServer:
     """Stock ``rpyc_classic`` from the installed rpyc, on 127.0.0.1 with a free port."""
+    try:
+        return StockServer(startup_timeout=STARTUP_TIMEOUT)
+    except RuntimeError as e:
+        raise BenchError(str(e)) from None
 
-    def __init__(self) -> None:
-        exe = shutil.which("rpyc_classic", path=os.path.dirname(sys.executable)) or shutil.which("rpyc_classic")
-        if not exe:
-            raise BenchError("rpyc_classic is not installed in this environment")
-        self.proc = subprocess.Popen(
-            [sys.executable, exe, "--host", "127.0.0.1", "--port", "0"],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            text=True, start_new_session=True,
-        )
+
+def start_kernel(kernel_name: str, ipython_dir: str, log_dir: str) -> Kernel:
+    """A real ipykernel from a kernelspec, its output in a log; stopped by ``shutdown(check=False)``."""
+    log_path = os.path.join(log_dir, f"kernel-{kernel_name}-{time.monotonic_ns()}.log")
+    env = dict(os.environ, IPYTHONDIR=ipython_dir, PYTHONUNBUFFERED="1")
+    try:
+        return Kernel(kernel_name, env=env, log_path=log_path, startup_timeout=STARTUP_TIMEOUT)
+    except Exception as e:
         try:
-            self.port = self._read_port()
-        except BaseException:
-            self.stop()
-            raise
-
-    def _read_port(self) -> int:
-        assert self.proc.stderr is not None
-        found: "queue.Queue[Optional[int]]" = queue.Queue()
-
-        def read() -> None:  # one reader for the whole life of the server: the pipe never fills
-            assert self.proc.stderr is not None
-            reported = False
-            for line in self.proc.stderr:
-                m = None if reported else re.search(r"server started on \[[^\]]*\]:(\d+)", line)
-                if m:
-                    found.put(int(m.group(1)))
-                    reported = True
-            if not reported:
-                found.put(None)
-
-        threading.Thread(target=read, name="rpyc_classic-log", daemon=True).start()
-        try:
-            port = found.get(timeout=STARTUP_TIMEOUT)
-        except queue.Empty:
-            port = None
-        if port is None:
-            raise BenchError("rpyc_classic did not start")
-        return port
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
+            with open(log_path) as f:
+                tail = f.read()[-2000:]
+        except OSError:
+            tail = ""
+        raise BenchError(f"kernel {kernel_name!r} did not start: {type(e).__name__}: {e}\n{tail}") from None
 
 
+# -- requests ------------------------------------------------------------------------------------
 @dataclasses.dataclass
 class OpResult:
     """What one measured request to a kernel did."""
@@ -140,151 +86,41 @@ class OpResult:
     stderr: str = ""
 
 
-class BenchKernel:
-    """A real ipykernel from a kernelspec, with a blocking client; stopped by ``shutdown``."""
+def execute(k: Kernel, code: str, timeout: float = OP_TIMEOUT) -> OpResult:
+    """Run a cell; wall time is until the kernel reports idle."""
+    res = kernels.run(k, code, timeout)
+    error = res.errors[0] if res.errors else {}
+    ename = error.get("ename") or res.reply.get("ename")
+    evalue = error.get("evalue") or res.reply.get("evalue") or ""
+    return OpResult(res.elapsed, res.status, ename, str(evalue)[:300].splitlines()[0] if evalue else "",
+                    outputs=len(res.results), stderr=res.stderr[-500:])
 
-    def __init__(self, kernel_name: str, ipython_dir: str, log_dir: str) -> None:
-        from jupyter_client.manager import KernelManager
 
-        self.name = kernel_name
-        self.log_path = os.path.join(log_dir, f"kernel-{kernel_name}-{time.monotonic_ns()}.log")
-        self._log = open(self.log_path, "w")
-        env = dict(os.environ, IPYTHONDIR=ipython_dir, PYTHONUNBUFFERED="1")
-        self.km = KernelManager(kernel_name=kernel_name)
-        self.kc: Any = None
-        self.pid: Optional[int] = None
-        try:
-            self.km.start_kernel(env=env, stdout=self._log, stderr=subprocess.STDOUT)
-            self.pid = self.km.provisioner.process.pid
-            self.kc = self.km.client()
-            self.kc.start_channels()
-            self.kc.wait_for_ready(timeout=STARTUP_TIMEOUT)
-        except BaseException as e:
-            self.shutdown()
-            if isinstance(e, Exception):
-                raise BenchError(f"kernel {kernel_name!r} did not start: {type(e).__name__}: {e}\n{self.log_tail()}")
-            raise
+def complete(k: Kernel, code: str, cursor: Optional[int] = None, timeout: float = OP_TIMEOUT) -> OpResult:
+    """A ``complete_request``; wall time is until the reply (what a frontend waits for)."""
+    reply, wall = shell_request(k, "complete", code, cursor, timeout)
+    return OpResult(wall, reply.get("status", "?"), reply.get("ename"), matches=tuple(reply.get("matches", ())))
 
-    def log_tail(self, n: int = 2000) -> str:
-        try:
-            with open(self.log_path) as f:
-                return f.read()[-n:]
-        except OSError:
-            return ""
 
-    # -- requests ----------------------------------------------------------------------------
-    def _wait_idle(self, msg_id: str, deadline: float, on_msg: Optional[Callable[[dict], None]] = None) -> float:
-        """Read iopub until the kernel is idle after ``msg_id``; returns the time it went idle."""
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"kernel {self.name} did not go idle after {msg_id}")
-            try:
-                msg = self.kc.get_iopub_msg(timeout=left)
-            except queue.Empty:
-                continue
-            if msg["parent_header"].get("msg_id") != msg_id:
-                continue
-            if msg["msg_type"] == "status" and msg["content"]["execution_state"] == "idle":
-                return time.perf_counter()
-            if on_msg is not None:
-                on_msg(msg)
+def inspect(k: Kernel, code: str, detail: int, cursor: Optional[int] = None, timeout: float = OP_TIMEOUT) -> OpResult:
+    """An ``inspect_request`` (``obj?`` is detail 0, ``obj??`` detail 1)."""
+    reply, wall = shell_request(k, "inspect", code, cursor, timeout, detail_level=detail)
+    return OpResult(wall, reply.get("status", "?"), reply.get("ename"), found=reply.get("found"))
 
-    def _reply(self, msg_id: str, deadline: float) -> Tuple[dict, float]:
-        while True:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError(f"no reply from kernel {self.name} to {msg_id}")
-            try:
-                msg = self.kc.get_shell_msg(timeout=left)
-            except queue.Empty:
-                continue
-            if msg["parent_header"].get("msg_id") == msg_id:
-                return msg["content"], time.perf_counter()
 
-    def execute(self, code: str, timeout: float = OP_TIMEOUT) -> OpResult:
-        """Run a cell; wall time is until the kernel reports idle."""
-        deadline = time.monotonic() + timeout
-        outputs = 0
-        stderr: List[str] = []
-        error: Dict[str, str] = {}
+def evaluate(k: Kernel, expression: str) -> str:
+    """``repr`` of an expression evaluated silently in the kernel (no cell, no history)."""
+    try:
+        return kernels.evaluate(k, expression)
+    except RuntimeError as e:
+        raise BenchError(str(e)) from None
 
-        def on_msg(msg: dict) -> None:
-            nonlocal outputs
-            kind = msg["msg_type"]
-            if kind in ("execute_result", "display_data"):
-                outputs += 1
-            elif kind == "stream" and msg["content"].get("name") == "stderr":
-                stderr.append(msg["content"]["text"])
-            elif kind == "error" and not error:
-                error.update(ename=msg["content"].get("ename"), evalue=msg["content"].get("evalue"))
 
-        t0 = time.perf_counter()
-        msg_id = self.kc.execute(code)
-        t_idle = self._wait_idle(msg_id, deadline, on_msg)
-        reply, _ = self._reply(msg_id, deadline)
-        ename = error.get("ename") or reply.get("ename")
-        evalue = error.get("evalue") or reply.get("evalue") or ""
-        return OpResult(t_idle - t0, reply.get("status", "?"), ename, str(evalue)[:300].splitlines()[0] if evalue else "",
-                        outputs=outputs, stderr="".join(stderr)[-500:])
-
-    def complete(self, code: str, cursor: Optional[int] = None, timeout: float = OP_TIMEOUT) -> OpResult:
-        """A ``complete_request``; wall time is until the reply (what a frontend waits for)."""
-        deadline = time.monotonic() + timeout
-        t0 = time.perf_counter()
-        msg_id = self.kc.complete(code, len(code) if cursor is None else cursor)
-        reply, t1 = self._reply(msg_id, deadline)
-        self._wait_idle(msg_id, deadline)
-        return OpResult(t1 - t0, reply.get("status", "?"), reply.get("ename"), matches=tuple(reply.get("matches", ())))
-
-    def inspect(self, code: str, detail: int, cursor: Optional[int] = None, timeout: float = OP_TIMEOUT) -> OpResult:
-        """An ``inspect_request`` (``obj?`` is detail 0, ``obj??`` detail 1)."""
-        deadline = time.monotonic() + timeout
-        t0 = time.perf_counter()
-        msg_id = self.kc.inspect(code, len(code) if cursor is None else cursor, detail)
-        reply, t1 = self._reply(msg_id, deadline)
-        self._wait_idle(msg_id, deadline)
-        return OpResult(t1 - t0, reply.get("status", "?"), reply.get("ename"), found=reply.get("found"))
-
-    def evaluate(self, expression: str, timeout: float = 30.0) -> str:
-        """``repr`` of an expression evaluated silently in the kernel (no cell, no history)."""
-        deadline = time.monotonic() + timeout
-        msg_id = self.kc.execute("", silent=True, user_expressions={"x": expression})
-        reply, _ = self._reply(msg_id, deadline)
-        self._wait_idle(msg_id, deadline)
-        value = reply.get("user_expressions", {}).get("x", {})
-        if value.get("status") != "ok":
-            raise BenchError(f"cannot evaluate {expression!r} in kernel {self.name}: {value.get('ename')}: "
-                             f"{value.get('evalue')}")
-        return value["data"]["text/plain"]
-
-    def setup(self, code: str) -> None:
-        """An unmeasured cell that must succeed."""
-        r = self.execute(code)
-        if r.status != "ok":
-            raise BenchError(f"setup cell failed in kernel {self.name}: {r.ename}: {r.evalue}\n{code}\n"
-                             f"{r.stderr}")
-
-    def shutdown(self) -> None:
-        """Stop the kernel; kill it if it does not go away."""
-        try:
-            if self.kc is not None:
-                self.kc.stop_channels()
-        except Exception:
-            pass
-        try:
-            if self.km.has_kernel:
-                self.km.shutdown_kernel(now=False)
-        except Exception:
-            with contextlib.suppress(Exception):
-                self.km.shutdown_kernel(now=True)
-        if self.pid is not None and not wait_until(lambda: not pid_alive(self.pid), 10):
-            with contextlib.suppress(OSError):
-                os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(Exception):
-            self.km.cleanup_resources()
-        with contextlib.suppress(Exception):
-            self._log.close()
+def setup(k: Kernel, code: str) -> None:
+    """An unmeasured cell that must succeed."""
+    r = execute(k, code)
+    if r.status != "ok":
+        raise BenchError(f"setup cell failed in kernel {k.name}: {r.ename}: {r.evalue}\n{code}\n{r.stderr}")
 
 
 # -- what is measured --------------------------------------------------------------------------
@@ -407,9 +243,9 @@ class Bench:
         self.args = args
         self.quick = args.quick
         self.delays_ms: List[float] = args.delays
-        self.kernels: Dict[str, BenchKernel] = {}
+        self.kernels: Dict[str, Kernel] = {}
         self.proxies: Dict[str, DelayProxy] = {}
-        self.server: Optional[ClassicServer] = None
+        self.server: Optional[StockServer] = None
         self.rows: Dict[str, Dict[str, Any]] = {}
         self.notes: List[str] = []
         self.extra: Dict[str, Any] = {}
@@ -435,11 +271,11 @@ class Bench:
     def run_op(self, side: str, op: Op) -> OpResult:
         k = self.kernels[side]
         if op.kind == "execute":
-            return k.execute(op.code)
+            return execute(k, op.code)
         if op.kind == "complete":
-            return k.complete(op.code)
+            return complete(k, op.code)
         if op.kind == "inspect":
-            return k.inspect(op.code, op.detail)
+            return inspect(k, op.code, op.detail)
         raise ValueError(op.kind)
 
     def check(self, action: Action, side: str, r: OpResult) -> Optional[str]:
@@ -513,29 +349,29 @@ class Bench:
         self.tmp = tmp
         self.ipython_dir = os.path.join(tmp, "ipython")
         os.makedirs(self.ipython_dir)
-        self.server = ClassicServer()
+        self.server = start_server()
         stack.callback(self.server.stop)
         for side in SIDES:
             proxy = DelayProxy(("127.0.0.1", self.server.port))
             stack.callback(proxy.stop)
             self.proxies[side] = proxy
         for side, name in ((PLAIN, "python3"), (IPY, "ipyrpyc")):
-            k = BenchKernel(name, self.ipython_dir, tmp)
-            stack.callback(k.shutdown)
+            k = start_kernel(name, self.ipython_dir, tmp)
+            stack.callback(k.shutdown, check=False)
             self.kernels[side] = k
         ipy = self.kernels[IPY]
-        if ipy.evaluate("'rpyc_connect' in get_ipython().magics_manager.magics['line']") != "True":
+        if evaluate(ipy, "'rpyc_connect' in get_ipython().magics_manager.magics['line']") != "True":
             raise BenchError("the ipyrpyc kernel did not load the extension:\n" + ipy.log_tail())
-        if self.kernels[PLAIN].evaluate("'rpyc_connect' in get_ipython().magics_manager.magics['line']") != "False":
+        if evaluate(self.kernels[PLAIN], "'rpyc_connect' in get_ipython().magics_manager.magics['line']") != "False":
             raise BenchError("the python3 kernel has ipyrpyc loaded: the comparison would be meaningless")
-        self.kernels[PLAIN].setup("import rpyc")
-        self.has_cell_magic = ipy.evaluate("'rpyc' in get_ipython().magics_manager.magics['cell']") == "True"
+        setup(self.kernels[PLAIN], "import rpyc")
+        self.has_cell_magic = evaluate(ipy, "'rpyc' in get_ipython().magics_manager.magics['cell']") == "True"
         self.has_pandas = importlib.util.find_spec("pandas") is not None  # the server runs this interpreter
 
     def setup_objects(self) -> None:
         code = SETUP + (SETUP_PANDAS if self.has_pandas else "")
         for side in SIDES:
-            self.kernels[side].setup(code)
+            setup(self.kernels[side], code)
 
     def main_phase(self) -> None:
         ports = {side: self.proxies[side].port for side in SIDES}
@@ -582,15 +418,15 @@ class Bench:
                                               f"{batches} batches of {cells} cells per kernel, ms")
 
     @staticmethod
-    def cpu_per_cell(k: BenchKernel, cells: int, code: str = "x = sum(range(1000))") -> float:
+    def cpu_per_cell(k: Kernel, cells: int, code: str = "x = sum(range(1000))") -> float:
         """Seconds of the kernel process's CPU time per run of ``code``."""
         clock = "__import__('time').process_time()"
-        t0 = float(k.evaluate(clock))
+        t0 = float(evaluate(k, clock))
         for _ in range(cells):
-            r = k.execute(code)
+            r = execute(k, code)
             if r.status != "ok":
                 raise BenchError(f"{code!r} failed in kernel {k.name}: {r.ename}: {r.evalue}")
-        return (float(k.evaluate(clock)) - t0) / cells
+        return (float(evaluate(k, clock)) - t0) / cells
 
     def load_ext_phase(self, stack: contextlib.ExitStack) -> None:
         """``%load_ext ipyrpyc`` in fresh python3 kernels, against a no-op cell."""
@@ -598,21 +434,21 @@ class Bench:
         noop, load, before, after = [], [], [], []
         problems: List[str] = []
         for _ in range(n):
-            k = BenchKernel("python3", self.ipython_dir, self.tmp)
+            k = start_kernel("python3", self.ipython_dir, self.tmp)
             try:
                 for _ in range(3):
-                    k.execute("pass")  # warm the kernel's own first-cell costs
-                noop.append(statistics.median(k.execute("pass").wall for _ in range(3)))
+                    execute(k, "pass")  # warm the kernel's own first-cell costs
+                noop.append(statistics.median(execute(k, "pass").wall for _ in range(3)))
                 before.append(self.cpu_per_cell(k, 20))
-                r = k.execute("%load_ext ipyrpyc")
+                r = execute(k, "%load_ext ipyrpyc")
                 load.append(r.wall)
                 if r.status != "ok":
                     problems.append(f"{r.ename}: {r.evalue}")
-                elif k.evaluate("'rpyc_connect' in get_ipython().magics_manager.magics['line']") != "True":
+                elif evaluate(k, "'rpyc_connect' in get_ipython().magics_manager.magics['line']") != "True":
                     problems.append("%load_ext ipyrpyc did not register the magics")
                 after.append(self.cpu_per_cell(k, 20))
             finally:
-                k.shutdown()
+                k.shutdown(check=False)
         row = {
             "key": "load_ext", "label": "%load_ext ipyrpyc (fresh python3 kernel) vs a no-op cell",
             "category": "load_ext", "status": "ok", "target": False, "own_requests": 0,
@@ -644,7 +480,8 @@ class Bench:
                 by_delay = s["counts_by_delay"]
                 s["counts_by_delay"] = {}
                 for d, runs in by_delay.items():
-                    worst = max(runs, key=lambda c: (c["c2s_requests"], c["c2s_frames"])) if runs else summarize_frames([])
+                    worst = (max(runs, key=lambda c: (c["c2s_requests"], c["c2s_frames"])) if runs
+                             else summarize_frames([]))
                     varies = len({(c["c2s_requests"], c["c2s_frames"], c["s2c_frames"]) for c in runs}) > 1
                     s["counts_by_delay"][d] = dict(worst, varies=varies,
                                                    c2s_requests_all=[c["c2s_requests"] for c in runs])
@@ -867,7 +704,7 @@ def versions() -> Dict[str, str]:
 
 
 def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+    ap = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="few repetitions, 0 and 20 ms only (CI, < 60 s)")
     ap.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")

@@ -15,15 +15,12 @@ asks it once) or an ``ssh`` to a loopback host with only the options ipyrpyc pas
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
-import ipaddress
 import keyword
 import os
 import shlex
 import socket
 import subprocess
-import sys
 from typing import Any, Dict, List, Optional
 
 import pytest
@@ -31,129 +28,11 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from IPython.core.error import UsageError
 
-from conftest import children_of, free_port, wait_until
-
-# -- network guard ---------------------------------------------------------------------------
-
-
-def is_loopback(host: Any) -> bool:
-    if host is None:  # getaddrinfo(None, port): the loopback address
-        return True
-    if isinstance(host, (bytes, bytearray)):
-        try:
-            host = bytes(host).decode("ascii")
-        except UnicodeDecodeError:
-            return False
-    if not isinstance(host, str):
-        return False
-    if host.lower() == "localhost":  # /etc/hosts
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
+from tests.support.netguard import NetworkGuard
+from tests.support.processes import children_of, free_port, wait_until
 
 
-SSH_OPTIONS_WITH_VALUE = {"-p", "-i", "-o"}
-SSH_ALLOWED_O = ("BatchMode=", "ConnectTimeout=")
-
-
-class NetworkGuard:
-    """Refuses non-loopback names and addresses, and programs other than ours."""
-
-    def __init__(self) -> None:
-        self.violations: List[str] = []  # traffic that got past the name check: the test fails
-        self.blocked: List[Any] = []  # names refused before any lookup (no traffic happened)
-        self._saved: Dict[str, Any] = {}
-
-    def install(self) -> None:
-        guard = self
-        orig_getaddrinfo = socket.getaddrinfo
-        orig_create_connection = socket.create_connection
-        orig_connect = socket.socket.connect
-        orig_connect_ex = socket.socket.connect_ex
-        orig_popen_init = subprocess.Popen.__init__
-        self._saved = dict(getaddrinfo=orig_getaddrinfo, create_connection=orig_create_connection,
-                           connect=orig_connect, connect_ex=orig_connect_ex, popen=orig_popen_init)
-
-        def getaddrinfo(host, *args, **kwargs):
-            guard._check_name(host)
-            return orig_getaddrinfo(host, *args, **kwargs)
-
-        def create_connection(address, *args, **kwargs):
-            guard._check_name(address[0])
-            return orig_create_connection(address, *args, **kwargs)
-
-        def connect(sock, address):
-            guard._check_address(sock, address)
-            return orig_connect(sock, address)
-
-        def connect_ex(sock, address):
-            guard._check_address(sock, address)
-            return orig_connect_ex(sock, address)
-
-        def popen_init(popen, args, *rest, **kwargs):
-            guard._check_program(args)
-            return orig_popen_init(popen, args, *rest, **kwargs)
-
-        socket.getaddrinfo = getaddrinfo
-        socket.create_connection = create_connection
-        socket.socket.connect = connect
-        socket.socket.connect_ex = connect_ex
-        subprocess.Popen.__init__ = popen_init
-
-    def uninstall(self) -> None:
-        socket.getaddrinfo = self._saved["getaddrinfo"]
-        socket.create_connection = self._saved["create_connection"]
-        socket.socket.connect = self._saved["connect"]
-        socket.socket.connect_ex = self._saved["connect_ex"]
-        subprocess.Popen.__init__ = self._saved["popen"]
-
-    def _check_name(self, host: Any) -> None:
-        if not is_loopback(host):
-            self.blocked.append(host)
-            raise socket.gaierror(socket.EAI_NONAME, f"network guard: {host!r} is not a loopback name")
-
-    def _check_address(self, sock: socket.socket, address: Any) -> None:
-        if sock.family not in (socket.AF_INET, socket.AF_INET6):
-            return  # the embedded server's Unix socket
-        host = address[0] if isinstance(address, tuple) and address else address
-        if not is_loopback(host):
-            self.violations.append(f"connect to {address!r}")
-            raise OSError(errno.ENETUNREACH, f"network guard: {address!r} is not loopback")
-
-    def _check_program(self, args: Any) -> None:
-        argv = shlex.split(args) if isinstance(args, str) else [os.fsdecode(a) for a in args]
-        if argv[:4] == [sys.executable, "-m", "ipyrpyc", "server"] or argv == ["uname", "-p"]:
-            return
-        if argv and os.path.basename(argv[0]) == "ssh":
-            rest = iter(argv[1:])
-            for token in rest:
-                if token in SSH_OPTIONS_WITH_VALUE:
-                    value = next(rest, "")
-                    if token == "-o" and not value.startswith(SSH_ALLOWED_O):
-                        break
-                elif token == "-T":
-                    continue
-                elif not token.startswith("-") and is_loopback(token.rpartition("@")[2]):
-                    return  # the destination: loopback
-                else:
-                    break
-        self.violations.append(f"program {argv!r}")
-        raise OSError(errno.EPERM, f"network guard: refusing to run {argv!r}")
-
-
-@pytest.fixture
-def network_guard():
-    guard = NetworkGuard()
-    guard.install()
-    try:
-        yield guard
-    finally:
-        guard.uninstall()
-    assert guard.violations == []
-
-
+# -- network guard (tests.support.netguard; the network_guard fixture is conftest's) -----------
 def test_network_guard_itself(network_guard):
     """The guard refuses what it must and lets loopback through (else the properties prove nothing)."""
     with pytest.raises(socket.gaierror):
@@ -163,17 +42,34 @@ def test_network_guard_itself(network_guard):
     assert network_guard.blocked == ["example.invalid", "192.0.2.1"]
     with socket.socket() as s, pytest.raises(OSError):
         s.connect(("192.0.2.1", 9))
+    with socket.socket(socket.AF_INET6) as s, pytest.raises(OSError):
+        s.connect_ex(("2001:db8::1", 9))
     with pytest.raises(OSError):
         subprocess.Popen(["ssh", "-o", "ProxyCommand=true", "127.0.0.1"])
     with pytest.raises(OSError):
         subprocess.Popen(["ssh", "example.invalid"])
-    assert len(network_guard.violations) == 3
+    assert len(network_guard.violations) == 4
     network_guard.violations.clear()
     with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen(1)
         socket.create_connection(server.getsockname(), 1).close()
         assert socket.getaddrinfo("localhost", 80)
+        assert socket.getaddrinfo(b"127.0.0.1", 80) and socket.getaddrinfo(None, 80)
+    assert network_guard.violations == [] and len(network_guard.blocked) == 2
+
+
+def test_network_guard_is_one_guard_for_every_use():
+    """Installed and uninstalled by hand (as ``test_bad_input_cells`` does), it puts back
+    exactly what it replaced."""
+    before = (socket.getaddrinfo, socket.create_connection, socket.socket.connect, socket.socket.connect_ex,
+              subprocess.Popen.__init__)
+    with NetworkGuard() as guard:
+        with pytest.raises(OSError):
+            socket.getaddrinfo("example.invalid", 80)
+        assert guard.blocked == ["example.invalid"]
+    assert (socket.getaddrinfo, socket.create_connection, socket.socket.connect, socket.socket.connect_ex,
+            subprocess.Popen.__init__) == before
 
 
 def test_non_loopback_name_is_a_usage_error(shell, network_guard):
@@ -346,7 +242,8 @@ LINES = {
 HOSTILE = {
     "rpyc_connect": [
         "'unbalanced", '"also', "\\", "127.0.0.1:@GOOD@ --name if", "127.0.0.1:@GOOD@ --name ''",
-        "127.0.0.1:@REFUSED@", "127.0.0.1:@REFUSED@ --force", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:-1", "127.0.0.1:abc",
+        "127.0.0.1:@REFUSED@", "127.0.0.1:@REFUSED@ --force", "127.0.0.1:0", "127.0.0.1:65536", "127.0.0.1:-1",
+        "127.0.0.1:abc",
         "127.0.0.1 --port 99999999999999999999", "127.0.0.1:1 --port 2", "[::1", "[::1]x", "a b",
         "127.0.0.1:@GOOD@ --timeout nan", "127.0.0.1:@GOOD@ --timeout -inf", "127.0.0.1:@GOOD@ --timeout=inf",
         "127.0.0.1:@GOOD@ --timeout 1e7", "--timeout 1e-300", "127.0.0.1:@GOOD@ --timeout 1e-300",
@@ -473,7 +370,7 @@ class Harness:
         """Close what the call opened, and give the shell back its namespace (and the base connection)."""
         ns = self.ip.user_ns
         intact = self.base and self.base_intact()
-        for name, s in list(self.registry.sessions.items()):
+        for s in list(self.registry.sessions.values()):
             if not (intact and s is self.base_session):
                 quietly(self.registry.close, s)
         ns.clear()

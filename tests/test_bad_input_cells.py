@@ -7,19 +7,17 @@ from the server with the cell's code on its stack (or a SyntaxError located in t
 innermost frame is not ours and whose rendered traceback shows none of our frames.  A failed call
 leaves the local namespace as it was (identity of every value); a successful one changes only the
 names it was asked to ``--pull``, to local copies.  A network guard fails the test on any
-non-loopback ``getaddrinfo``/``connect``.
+non-loopback ``getaddrinfo``/``connect``
+(``tests.support.netguard``; a refused name lookup fails it too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import io
-import ipaddress
 import os
 import re
 import shlex
-import socket
 import sys
 import time
 from typing import Any, Dict, List, Optional
@@ -30,95 +28,16 @@ from hypothesis import strategies as st
 from IPython.core.error import UsageError
 
 import ipyrpyc
-from conftest import wait_until
-from ipyrpyc import _compat
-from ipyrpyc.errors import RemoteTimeoutError
+from ipyrpyc import _rpyc
+from ipyrpyc.errors import CallInterrupted, RemoteTimeoutError
+from tests.support.netguard import NetworkGuard
+from tests.support.processes import wait_until
 
 OUR_DIR = os.path.dirname(os.path.abspath(ipyrpyc.__file__))
+OUR_FILES = ("<ipyrpyc-helper>", "<ipyrpyc-remote")  # the server program's code objects (old and new names)
 _FRAME = re.compile(r'^\s*File "(?P<file>[^"\n]*)", line \d+(?:, in .*)?$', re.M)
 _CELL_FILE = re.compile(r"^<conn\.cell-\d+>$")
 _GONE = object()
-
-
-# -- network guard ---------------------------------------------------------------------------
-def _loopback(host: Any) -> bool:
-    if host is None:
-        return True
-    if isinstance(host, bytes):
-        host = host.decode("ascii", "replace")
-    if not isinstance(host, str):
-        return False
-    if host.lower() == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host.split("%")[0]).is_loopback
-    except ValueError:
-        return False
-
-
-class NetworkGuard:
-    """Any non-loopback name lookup or connection is recorded (and refused): the test then fails."""
-
-    def __init__(self) -> None:
-        self.violations: List[str] = []
-        self.saved: Dict[str, Any] = {}
-
-    def install(self) -> None:
-        guard = self
-        saved = self.saved = dict(getaddrinfo=socket.getaddrinfo, create_connection=socket.create_connection,
-                                  connect=socket.socket.connect, connect_ex=socket.socket.connect_ex)
-
-        def getaddrinfo(host, *args, **kwargs):
-            guard.check(host, "getaddrinfo")
-            return saved["getaddrinfo"](host, *args, **kwargs)
-
-        def create_connection(address, *args, **kwargs):
-            guard.check(address[0], "create_connection")
-            return saved["create_connection"](address, *args, **kwargs)
-
-        def connect(sock, address):
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                guard.check(address[0], "connect")
-            return saved["connect"](sock, address)
-
-        def connect_ex(sock, address):
-            if sock.family in (socket.AF_INET, socket.AF_INET6):
-                guard.check(address[0], "connect_ex")
-            return saved["connect_ex"](sock, address)
-
-        socket.getaddrinfo, socket.create_connection = getaddrinfo, create_connection
-        socket.socket.connect, socket.socket.connect_ex = connect, connect_ex
-
-    def uninstall(self) -> None:
-        socket.getaddrinfo = self.saved["getaddrinfo"]
-        socket.create_connection = self.saved["create_connection"]
-        socket.socket.connect = self.saved["connect"]
-        socket.socket.connect_ex = self.saved["connect_ex"]
-
-    def check(self, host: Any, what: str) -> None:
-        if not _loopback(host):
-            self.violations.append(f"{what} {host!r}")
-            raise OSError(errno.ENETUNREACH, f"network guard: {host!r} is not loopback")
-
-
-def test_network_guard_itself():
-    guard = NetworkGuard()
-    guard.install()
-    try:
-        for call in (lambda: socket.getaddrinfo("example.invalid", 80),
-                     lambda: socket.create_connection(("192.0.2.1", 9), 1)):
-            with pytest.raises(OSError):
-                call()
-        with socket.socket() as s, pytest.raises(OSError):
-            s.connect(("192.0.2.1", 9))
-        assert len(guard.violations) == 3
-        with socket.socket() as server:
-            server.bind(("127.0.0.1", 0))
-            server.listen(1)
-            socket.create_connection(server.getsockname(), 1).close()
-        assert len(guard.violations) == 3
-    finally:
-        guard.uninstall()
 
 
 # -- the grammar -------------------------------------------------------------------------------
@@ -130,7 +49,8 @@ odd = st.sampled_from(list("\"'\\ =-,.;#$`\t\n\x00é߀٣🙂\u202e\u3000:()[]{}@
 text = st.text(alphabet=st.one_of(st.characters(exclude_categories=("Cs",)), odd), max_size=12).filter(
     lambda t: not any(f in t for f in FORBIDDEN))
 
-conn_names = st.one_of(st.just("conn"), st.just("conn"), st.just("conn"), st.sampled_from(["nosuch", "if", "CONN", "rsys", "-", "--", "1x", "ｃｏｎｎ"]), text)
+conn_names = st.one_of(st.just("conn"), st.just("conn"), st.just("conn"),
+                       st.sampled_from(["nosuch", "if", "CONN", "rsys", "-", "--", "1x", "ｃｏｎｎ"]), text)
 timeouts = st.one_of(
     st.sampled_from(["1", "5", "2.5", "30"]),
     st.sampled_from(["1e6", "1e7", "1e300", "inf", "-inf", "nan", "0", "-0", "-1", "abc",
@@ -228,7 +148,7 @@ def _locals(ip) -> Dict[str, Any]:
 
 def _remote_frames(exc: BaseException) -> List[str]:
     """File names of the remote frames, innermost last, without rpyc's plumbing."""
-    text = _compat.remote_tb_text(exc) or ""
+    text = _rpyc.remote_tb_text(exc) or ""
     text = text.split("\n\n========= Remote Traceback")[0]
     return [m["file"] for m in _FRAME.finditer(text) if f"{os.sep}rpyc{os.sep}" not in m["file"]]
 
@@ -272,9 +192,10 @@ class Harness:
             outcome, error = type(e).__name__, e
             self.judge(e, magic, line, cell)
         try:
-            assert self.guard.violations == [], (magic, line, cell, self.guard.violations)
+            assert self.guard.violations == [] and self.guard.blocked == [], (
+                magic, line, cell, self.guard.violations, self.guard.blocked)
             assert self.session_registry() == sessions, (magic, line, cell)
-            assert self.session.conn is self.conn and not _compat.is_closed(self.conn), (magic, line, cell)
+            assert self.session.conn is self.conn and not _rpyc.is_closed(self.conn), (magic, line, cell)
             changed = {k for k in set(ns) | set(before) if ns.get(k, _GONE) is not before.get(k, _GONE)}
             if error is not None:
                 assert not changed, (magic, line, cell, outcome, changed)
@@ -282,7 +203,7 @@ class Harness:
                 pulled = self.pulled(line)
                 assert changed <= pulled, (magic, line, cell, changed - pulled)
                 for name in changed:
-                    assert not _compat.is_netref(ns[name]), (line, name)
+                    assert not _rpyc.is_netref(ns[name]), (line, name)
             self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
         finally:
             self.restore(before)
@@ -295,17 +216,17 @@ class Harness:
             assert magic == "rpyc" and "%%rpyc --timeout" in str(e) and "\n" not in str(e), where
             return
         assert magic == "rpyc" and cell is not None, where  # %rpyc_debug, %rpyc_info: UsageError only
-        assert _compat.remote_tb_text(e) is not None, where  # raised on the server, not here
-        assert not getattr(e, "_ipyrpyc_call", False), where  # and not dressed up as one of our call errors
+        assert _rpyc.remote_tb_text(e) is not None, where  # raised on the server, not here
+        assert not isinstance(e, CallInterrupted), where  # and not one of our call errors
         frames = _remote_frames(e)
         assert frames, where
-        assert frames[-1] != "<ipyrpyc-helper>" and not frames[-1].startswith(OUR_DIR), (where, frames)
+        assert not frames[-1].startswith((*OUR_FILES, OUR_DIR)), (where, frames)
         located_in_cell = isinstance(e, SyntaxError) and _CELL_FILE.match(getattr(e, "filename", None) or "")
         in_cell = any(_CELL_FILE.match(f) for f in frames) or located_in_cell or (
-            "SyntaxError" in type(e).__name__ and re.search(r'File "<conn\.cell-\d+>", line', _compat.remote_tb_text(e)))
+            "SyntaxError" in type(e).__name__ and re.search(r'File "<conn\.cell-\d+>", line', _rpyc.remote_tb_text(e)))
         assert in_cell, (where, frames)
-        shown = "\n".join(self.ext.exception_hook.renderer.structured_traceback(e))
-        assert "<ipyrpyc-helper>" not in shown and OUR_DIR not in shown, (where, shown)
+        shown = "\n".join(self.ext.traceback_hook.renderer.structured_traceback(e))
+        assert not any(ours in shown for ours in (*OUR_FILES, OUR_DIR)), (where, shown)
 
     def pulled(self, line: str) -> set:
         try:
@@ -314,7 +235,8 @@ class Harness:
             return set()
         names = set()
         for i, t in enumerate(tokens):
-            value = tokens[i + 1] if t == "--pull" and i + 1 < len(tokens) else t[7:] if t.startswith("--pull=") else None
+            value = (tokens[i + 1] if t == "--pull" and i + 1 < len(tokens)
+                     else t[7:] if t.startswith("--pull=") else None)
             if value is not None:
                 names |= {n.strip() for n in value.split(",") if n.strip()}
         return names
@@ -346,17 +268,14 @@ def report():
 
 
 @pytest.fixture
-def harness(shell, classic_server, report, request):
-    guard = NetworkGuard()
-    guard.install()
-    try:
-        h = Harness(shell, classic_server, guard)
-        start = time.monotonic()
-        yield h
-        report[request.node.name] = dict(h.outcomes, cases=h.cases, seconds=round(time.monotonic() - start, 1))
-    finally:
-        guard.uninstall()
-    assert guard.violations == []
+def harness(shell, classic_server, report, request, network_guard):
+    """The guard (conftest's, installed after the server started) fails the test on any violation;
+    here a refused name lookup fails it too: no cell should look up a name that is not loopback."""
+    h = Harness(shell, classic_server, network_guard)
+    start = time.monotonic()
+    yield h
+    report[request.node.name] = dict(h.outcomes, cases=h.cases, seconds=round(time.monotonic() - start, 1))
+    assert network_guard.blocked == []
 
 
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture], database=None)

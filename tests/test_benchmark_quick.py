@@ -1,4 +1,4 @@
-"""The benchmark (benchmarks/run.py) runs in quick mode and its exact targets hold.
+"""The benchmark (``python -m benchmarks.run``) runs in quick mode and its exact targets hold.
 
 Message counts are exact, so they are asserted: with ipyrpyc, displaying a netref,
 completing on one, inspecting one and rendering a remote exception each send at most
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-RUN = ROOT / "benchmarks" / "run.py"
+RUN = [sys.executable, "-m", "benchmarks.run"]  # from the repository root
 
 ACTIONS = [
     "connect",
@@ -68,19 +68,19 @@ def may_be_unavailable(key: str, status: str) -> bool:
 def quick_result(tmp_path_factory) -> dict:
     out = tmp_path_factory.mktemp("bench") / "bench.json"
     proc = subprocess.Popen(
-        [sys.executable, str(RUN), "--quick", "--json", str(out), "--silent"],
+        [*RUN, "--quick", "--json", str(out), "--silent"],
         cwd=ROOT, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
     try:
         stdout, stderr = proc.communicate(timeout=120)
     except subprocess.TimeoutExpired:
-        proc.terminate()  # run.py stops its kernels, proxies and server on SIGTERM
+        proc.terminate()  # the benchmark stops its kernels, proxies and server on SIGTERM
         try:
             stdout, stderr = proc.communicate(timeout=30)
         except subprocess.TimeoutExpired:
             proc.kill()
             stdout, stderr = proc.communicate()
-        pytest.fail(f"benchmarks/run.py --quick took more than 120 s\n{stdout[-3000:]}\n{stderr[-3000:]}")
+        pytest.fail(f"python -m benchmarks.run --quick took more than 120 s\n{stdout[-3000:]}\n{stderr[-3000:]}")
     print(stdout)  # the table and PASS/FAIL of every target, wall-time targets included
     assert proc.returncode == 0, f"exit {proc.returncode}\n{stdout[-3000:]}\n{stderr[-5000:]}"
     return json.loads(out.read_text())

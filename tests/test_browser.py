@@ -30,8 +30,7 @@ import nbformat
 import pytest
 from playwright.sync_api import Page, expect, sync_playwright
 
-from conftest import free_port, wait_until
-from test_notebooks import alive, descendants
+from tests.support.processes import alive, descendants, free_port, wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "screenshots"

@@ -15,7 +15,10 @@ import threading
 import time
 
 import pytest
-from conftest import Kernel, StockServer, pid_alive, wait_until
+
+from tests.support.kernels import ANSI, Kernel, ok, run, shell_request, value
+from tests.support.counting import KERNEL_IMPORT
+from tests.support.processes import StockServer, pid_alive, wait_until
 
 SLEEP = 2.5  # seconds a deliberately slow remote repr / __dir__ blocks the server
 
@@ -80,9 +83,8 @@ SERVER_SETUP = textwrap.dedent(
     % {"sleep": SLEEP}
 )
 
-KERNEL_SETUP = textwrap.dedent(
+KERNEL_SETUP = KERNEL_IMPORT + textwrap.dedent(
     """
-    from ipyrpyc._compat import RequestCounter
     conn.execute(SERVER_SETUP)
     names = "d df arr fig big ns huge raises sleeps hostile tricky slowdir".split()
     d, df, arr, fig, big, ns, huge, raises, sleeps, hostile, tricky, slowdir = [conn.namespace[n] for n in names]
@@ -100,20 +102,6 @@ KERNEL_SETUP = textwrap.dedent(
 
 
 # -- helpers -----------------------------------------------------------------------------------
-def ok(k, code, timeout=30.0):
-    """Run a cell that must succeed without an error message."""
-    res = k.execute(code, timeout)
-    assert res.status == "ok" and not res.errors, res
-    return res
-
-
-def value(k, expr):
-    """The value of ``expr`` in the kernel (its repr must be a Python literal)."""
-    res = ok(k, expr)
-    assert len(res.results) == 1, res
-    return ast.literal_eval(res.results[0]["text/plain"])
-
-
 def reset(k):
     ok(k, "rc.count = 0; rc.handlers.clear(); received.clear()")
 
@@ -133,25 +121,14 @@ def counted(k, code):
     return res, spent(k)
 
 
-def shell_reply(k, msg_id, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while True:
-        msg = k.kc.get_shell_msg(timeout=max(0.01, deadline - time.monotonic()))
-        if msg["parent_header"].get("msg_id") == msg_id:
-            return msg["content"]
-
-
 def complete(k, code, cursor_pos=None, timeout=10.0):
-    return shell_reply(k, k.kc.complete(code, len(code) if cursor_pos is None else cursor_pos), timeout)
+    return shell_request(k, "complete", code, cursor_pos, timeout)[0]
 
 
 def inspect_(k, code, detail_level=0, cursor_pos=None):
-    content = shell_reply(k, k.kc.inspect(code, len(code) if cursor_pos is None else cursor_pos, detail_level))
+    content, _ = shell_request(k, "inspect", code, cursor_pos, detail_level=detail_level)
     assert content["status"] == "ok" and content["found"], content
     return content
-
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 
 
 def plain(content):
@@ -298,9 +275,9 @@ def test_repr_that_sleeps_is_cut_off_and_the_connection_survives(rk):
         assert only(res)["text/plain"] == "<netref builtins.Sleeps: no answer within 1 s>"
         assert spent(rk) == 1
         # the server is still in the repr: the next call says so at once, then all is well again
-        busy = rk.execute("conn.eval('6 * 7')")
+        busy = run(rk, "conn.eval('6 * 7')")
         assert busy.ename == "BusyError" and "a display that ran out of time" in busy.reply["evalue"], busy
-        assert wait_until(lambda: rk.execute("conn.eval('6 * 7')").status == "ok", 5)
+        assert wait_until(lambda: run(rk, "conn.eval('6 * 7')").status == "ok", 5)
         assert time.monotonic() - start >= SLEEP - 0.1
         res, n = counted(rk, "p")
         assert n == 1 and only(res)["text/plain"] == server_repr(rk, "__import__('sys').path")
@@ -423,10 +400,10 @@ def test_completion_matches_the_local_equivalent(rk):
     """Same names and cursor as for the same object held locally."""
     for remote, local in [("df.al", "ldf.al"), ("d.ke", "ld.ke"), ('d["', 'ld["'), ("d['a", "ld['a"),
                           ('df["', 'ldf["'), ("df['b", "ldf['b")]:
-        r, l = complete(rk, remote), complete(rk, local)
+        r, loc = complete(rk, remote), complete(rk, local)
         shift = len(local) - len(remote)
-        assert r["matches"] == l["matches"], (remote, r, l)
-        assert (r["cursor_start"] + shift, r["cursor_end"] + shift) == (l["cursor_start"], l["cursor_end"])
+        assert r["matches"] == loc["matches"], (remote, r, loc)
+        assert (r["cursor_start"] + shift, r["cursor_end"] + shift) == (loc["cursor_start"], loc["cursor_end"])
 
 
 @pytest.mark.parametrize(
@@ -495,9 +472,9 @@ def test_completion_on_a_blocked_server_gives_up_in_time(rk):
         elapsed = time.monotonic() - start
         assert reply["status"] == "ok" and reply["matches"] == []
         assert elapsed < 1.5, elapsed  # __dir__ sleeps 2.5 s
-        busy = rk.execute("conn.eval('6 * 7')")  # the server is still in __dir__: said at once
+        busy = run(rk, "conn.eval('6 * 7')")  # the server is still in __dir__: said at once
         assert busy.ename == "BusyError" and "a completion that ran out of time" in busy.reply["evalue"], busy
-        assert wait_until(lambda: rk.execute("conn.eval('6 * 7')").status == "ok", 5)
+        assert wait_until(lambda: run(rk, "conn.eval('6 * 7')").status == "ok", 5)
         assert time.monotonic() - start >= SLEEP - 0.1
         assert "path" in complete(rk, "rsys.pa")["matches"]
     finally:
@@ -621,7 +598,8 @@ def test_unload_restores_every_hook(shell):
             "format": shell.display_formatter.format,
             "complete": shell.Completer._complete,
             "get_info": shell.inspector._get_info,
-            "checkers": [c.check for c in shell.prefilter_manager.checkers],
+            "checkers": [(c, c.check) for c in shell.prefilter_manager.checkers],
+            "showtraceback": vars(shell).get("showtraceback"),  # wrapped on the instance while loaded
         }
 
     def same(a, b):
@@ -633,17 +611,27 @@ def test_unload_restores_every_hook(shell):
     original, original_pretty = hooks(), pretty.RepresentationPrinter.pretty
     shell.run_line_magic("load_ext", "ipyrpyc")
     loaded = hooks()
-    assert sum(not same(a, b) for a, b in zip(loaded["checkers"], original["checkers"])) == 2  # the prefilter guard
+    # the prefilter guard: one checker of ours, before the two that would probe a netref's class
+    added = [c for c, _ in loaded["checkers"] if not any(c is o for o, _ in original["checkers"])]
+    assert [type(c).__name__ for c in added] == ["NetrefChecker"], added
+    order = [type(c).__name__ for c, _ in loaded["checkers"]]
+    assert order.index("NetrefChecker") < min(order.index("MacroChecker"), order.index("IPyAutocallChecker")), order
+    others = [(c, check) for c, check in loaded["checkers"] if c is not added[0]]
+    assert len(others) == len(original["checkers"])
+    assert all(a is b and same(ca, cb) for (a, ca), (b, cb) in zip(others, original["checkers"]))
     assert not same(loaded["format"], original["format"])
     assert not same(loaded["complete"], original["complete"])
     assert not same(loaded["get_info"], original["get_info"])
+    assert loaded["showtraceback"] is not original["showtraceback"]
     assert pretty.RepresentationPrinter.pretty is not original_pretty
     shell.run_line_magic("unload_ext", "ipyrpyc")
     restored = hooks()
     assert same(restored["format"], original["format"])
     assert same(restored["complete"], original["complete"])
     assert same(restored["get_info"], original["get_info"])
-    assert all(same(a, b) for a, b in zip(restored["checkers"], original["checkers"]))
+    assert restored["showtraceback"] is original["showtraceback"]
+    assert len(restored["checkers"]) == len(original["checkers"])
+    assert all(a is b and same(ca, cb) for (a, ca), (b, cb) in zip(restored["checkers"], original["checkers"]))
     assert pretty.RepresentationPrinter.pretty is original_pretty
     for obj, name in [(shell.display_formatter, "format"), (shell.Completer, "_complete"),
                       (shell.inspector, "_get_info")]:
@@ -696,7 +684,6 @@ def test_plain_rpyc_service_falls_back_to_rpyc_repr(rk):
 PLAIN_SETUP = textwrap.dedent(
     """
     import rpyc
-    from ipyrpyc._compat import RequestCounter
     conn = rpyc.classic.connect("127.0.0.1", %d)
     conn.execute("import pandas as pd; df = pd.DataFrame({'alpha': [1, 2], 'beta': [3.5, 4.5]})")
     rsys, ros = conn.modules.sys, conn.modules.os
@@ -706,7 +693,8 @@ PLAIN_SETUP = textwrap.dedent(
     """
 )
 
-OURS_SETUP = "\n".join(line for line in PLAIN_SETUP.splitlines() if "classic.connect" not in line and "rsys, ros =" not in line)
+OURS_SETUP = "\n".join(line for line in PLAIN_SETUP.splitlines()
+                       if "classic.connect" not in line and "rsys, ros =" not in line)
 
 
 def measure(k):
@@ -714,7 +702,7 @@ def measure(k):
     out = {}
     for name in ("p", "f", "df", "rsys"):
         reset(k)
-        k.execute(name)  # plain rpyc fails to display a DataFrame netref at all
+        run(k, name)  # plain rpyc fails to display a DataFrame netref at all
         out[f"display {name}"] = spent(k)
     for code in ("p.app", "rsys.pa", "df.al"):
         reset(k)
@@ -733,10 +721,12 @@ def test_ipyrpyc_costs_less_than_plain_rpyc():
     try:
         plain_kernel = Kernel(kernel_name="python3")
         kernels.append(plain_kernel)
+        ok(plain_kernel, KERNEL_IMPORT)
         ok(plain_kernel, PLAIN_SETUP % server.port)
         ours = Kernel()
         kernels.append(ours)
         ok(ours, f"%rpyc_connect {server.address}")
+        ok(ours, KERNEL_IMPORT)
         ok(ours, OURS_SETUP)
         before, after = measure(plain_kernel), measure(ours)
         print("plain rpyc:", before)

@@ -12,21 +12,20 @@ from __future__ import annotations
 
 import ast
 import os
-import queue
 import random
-import re
 import signal
 import socket
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import pytest
 import rpyc
-from conftest import StockServer, children_of, free_port, pid_alive, wait_until
 
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
+from tests.support.kernels import Run, fails, ok, run, state_of, usage_error, value
+from tests.support.processes import StockServer, children_of, free_port, pid_alive, wait_until
+
 BOUND = 2.0  # the issue's bound for an interrupt, the next cell, a reconnect
 NAME = "lab"  # a connection name that cannot appear in a message by accident
 
@@ -77,157 +76,6 @@ def port_outside_ephemeral_range() -> int:
                 continue
             return port
     return free_port()
-
-
-# -- running cells with timestamps --------------------------------------------------------------
-class Run:
-    """Every iopub message of one cell with its arrival time, the stdin exchange and the reply."""
-
-    def __init__(self, code: str) -> None:
-        self.code = code
-        self.t0 = time.monotonic()
-        self.t_interrupt: Optional[float] = None
-        self.t_idle: Optional[float] = None
-        self.msgs: List[tuple] = []  # (arrival, msg_type, content)
-        self.prompts: List[str] = []
-        self.reply: dict = {}
-
-    @property
-    def elapsed(self) -> float:
-        assert self.t_idle is not None
-        return self.t_idle - self.t0
-
-    @property
-    def since_interrupt(self) -> float:
-        assert self.t_idle is not None and self.t_interrupt is not None
-        return self.t_idle - self.t_interrupt
-
-    @property
-    def streams(self) -> List[tuple]:
-        return [(t, c["name"], c["text"]) for t, kind, c in self.msgs if kind == "stream"]
-
-    def text(self, name: str) -> str:
-        return "".join(text for _, n, text in self.streams if n == name)
-
-    @property
-    def stdout(self) -> str:
-        return self.text("stdout")
-
-    @property
-    def stderr(self) -> str:
-        return self.text("stderr")
-
-    @property
-    def results(self) -> List[dict]:
-        return [c["data"] for _, kind, c in self.msgs if kind in ("execute_result", "display_data")]
-
-    @property
-    def result(self) -> str:
-        results = [r for _, kind, c in self.msgs if kind == "execute_result" for r in [c["data"]]]
-        assert len(results) == 1, self
-        return results[0]["text/plain"]
-
-    @property
-    def errors(self) -> List[dict]:
-        return [c for _, kind, c in self.msgs if kind == "error"]
-
-    @property
-    def status(self) -> str:
-        return self.reply.get("status", "?")
-
-    @property
-    def ename(self) -> Optional[str]:
-        return self.reply.get("ename")
-
-    @property
-    def evalue(self) -> str:
-        return self.reply.get("evalue", "")
-
-    @property
-    def traceback(self) -> str:
-        return ANSI.sub("", "\n".join(line for e in self.errors for line in e["traceback"]))
-
-    def __repr__(self) -> str:
-        return (f"Run({self.code!r}: status={self.status!r}, ename={self.ename!r}, evalue={self.evalue!r}, "
-                f"stdout={self.stdout!r}, stderr={self.stderr!r}, results={self.results!r}, "
-                f"elapsed={self.t_idle and self.t_idle - self.t0!r})")
-
-
-def run(kernel, code: str, timeout: float = 20.0, interrupt_after: Optional[float] = None,
-        answers: Optional[List[str]] = None) -> Run:
-    """Run ``code``; optionally interrupt the kernel after ``interrupt_after`` s or answer input requests."""
-    kc = kernel.kc
-    res = Run(code)
-    msg_id = kc.execute(code, allow_stdin=answers is not None)
-    res.t0 = time.monotonic()
-    deadline = res.t0 + timeout
-    answers = list(answers) if answers is not None else None
-    while res.t_idle is None:
-        now = time.monotonic()
-        if now > deadline:
-            raise TimeoutError(f"no idle within {timeout} s: {res!r}")
-        if interrupt_after is not None and res.t_interrupt is None and now - res.t0 >= interrupt_after:
-            kernel.km.interrupt_kernel()
-            res.t_interrupt = time.monotonic()
-        if answers is not None:
-            try:
-                msg = kc.get_stdin_msg(timeout=0)
-            except queue.Empty:
-                pass
-            else:
-                if msg["msg_type"] == "input_request" and msg["parent_header"].get("msg_id") == msg_id:
-                    res.prompts.append(msg["content"]["prompt"])
-                    assert answers, f"more input requests than answers: {res.prompts}"
-                    kc.input(answers.pop(0))
-        try:
-            msg = kc.get_iopub_msg(timeout=0.01)
-        except queue.Empty:
-            continue
-        arrival = time.monotonic()
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        kind, content = msg["msg_type"], msg["content"]
-        res.msgs.append((arrival, kind, content))
-        if kind == "status" and content["execution_state"] == "idle":
-            res.t_idle = arrival
-    while True:
-        msg = kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
-        if msg["parent_header"].get("msg_id") == msg_id:
-            res.reply = msg["content"]
-            return res
-
-
-def ok(kernel, code: str, **kw) -> Run:
-    res = run(kernel, code, **kw)
-    assert res.status == "ok" and not res.errors, res
-    return res
-
-
-def value(kernel, expr: str):
-    return ast.literal_eval(ok(kernel, expr).result)
-
-
-def fails(kernel, code: str, ename: str, **kw) -> Run:
-    res = run(kernel, code, **kw)
-    assert res.status == "error" and res.ename == ename, res
-    return res
-
-
-def usage_error(kernel, code: str) -> str:
-    res = run(kernel, code)
-    assert res.status == "error" and res.ename == "UsageError" and not res.errors, res
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("UsageError: "), res
-    return lines[0]
-
-
-def state_of(kernel, name: str) -> str:
-    """The state column of ``name`` in ``%rpyc_connections``."""
-    text = ok(kernel, "%rpyc_connections").results[0]["text/plain"]
-    rows = [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()[2:]]
-    states = [row[2] for row in rows if row[0] == name]
-    assert len(states) == 1, text
-    return states[0]
 
 
 def connect(kernel, server: LogServer, extra: str = "") -> None:
@@ -285,7 +133,7 @@ def test_live_output_of_a_rpyc_cell_and_of_a_remote_function(kernel, server):
     check_live(res, server)
     assert res.result == "42"
     # the result is displayed after the output it produced
-    assert [k for _, k, _ in res.msgs if k in ("stream", "execute_result")][-1] == "execute_result"
+    assert [k for _, k, _, _ in res.msgs if k in ("stream", "execute_result")][-1] == "execute_result"
 
 
 def test_other_clients_of_the_server_keep_their_output(kernel, server):
@@ -420,7 +268,8 @@ def test_killed_server_then_reconnect_to_a_restarted_server(kernel, tmp_path):
             assert part in lost.evalue, lost
         assert "\n" not in lost.evalue
         # one clear error: not rpyc's EOFError with ours "during handling" of it
-        assert "EOFError" not in lost.traceback and "During handling" not in lost.traceback, lost.traceback
+        shown = lost.plain_traceback
+        assert "EOFError" not in shown and "During handling" not in shown, shown
         assert value(kernel, "x") == 41
         assert state_of(kernel, NAME) == "lost"
 
@@ -570,10 +419,10 @@ def test_rpyc_cell_semantics(kernel, server):
     assert usage_error(kernel, "%%rpyc --pull nothing_here\n1\n")
 
     err = fails(kernel, "%%rpyc\na = 1\nb = {'k': 1}\nc = b['missing_key']\nd = 2\n", "KeyError")
-    assert "c = b['missing_key']" in err.traceback, err.traceback
+    assert "c = b['missing_key']" in err.plain_traceback, err.plain_traceback
     assert "missing_key" in err.evalue
     err = fails(kernel, "%%rpyc\nimport math\nmath.sqrt(-1)\n", "ValueError")
-    assert "math.sqrt(-1)" in err.traceback, err.traceback
+    assert "math.sqrt(-1)" in err.plain_traceback, err.plain_traceback
 
 
 # -- threads ----------------------------------------------------------------------------------

@@ -15,17 +15,9 @@ import tempfile
 import time
 
 import pytest
-from conftest import (
-    CellResult,
-    collect,
-    Kernel,
-    StockServer,
-    children_of,
-    free_port,
-    pid_alive,
-    sigkill,
-    wait_until,
-)
+
+from tests.support.kernels import Kernel, ok, run, usage_error, value
+from tests.support.processes import children_of, cmdline, free_port, pid_alive, sigkill, wait_gone, wait_until
 
 SERVER_PID = "conn.eval(\"__import__('os').getpid()\")"
 SOCKET_PATH = "conn._channel.stream.sock.getpeername()"
@@ -37,40 +29,9 @@ COLUMNS = ("name", "address", "state", "latency", "server", "injected", "trusted
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def ok(kernel, code, timeout=30.0):
-    """Run ``code``; it must succeed without an error message."""
-    res = kernel.execute(code, timeout)
-    assert res.status == "ok" and not res.errors, res
-    return res
-
-
-def value(kernel, expr):
-    """The Python value of ``expr`` evaluated in the kernel (its repr must be a literal)."""
-    return ast.literal_eval(ok(kernel, expr).text)
-
-
-def usage_error(kernel, code, timeout=30.0):
-    """Run ``code``; it must fail as a one-line ``UsageError`` (no iopub error, no traceback)."""
-    res = kernel.execute(code, timeout)
-    assert res.status == "error" and res.ename == "UsageError", res
-    assert res.errors == [], res
-    lines = res.stderr.splitlines()
-    assert len(lines) == 1 and lines[0].startswith("UsageError: "), res
-    assert res.stderr.endswith("\n") and res.stderr.count("\n") == 1, res
-    return lines[0]
-
-
-def wait_gone(pid, timeout=5.0):
-    return wait_until(lambda: not pid_alive(pid), timeout)
-
-
 def kill_server(pid):
     """SIGKILL ``pid`` if it is still an embedded ipyrpyc server (never a reused pid); remove its directory."""
-    try:
-        with open(f"/proc/{pid}/cmdline", "rb") as f:
-            argv = [a.decode() for a in f.read().split(b"\0")]
-    except OSError:
-        return
+    argv = cmdline(pid)
     if "ipyrpyc" in argv and "server" in argv:
         sigkill(pid)
         if "--private-dir" in argv:
@@ -169,7 +130,8 @@ def test_done_when_embedded_and_stock(kernel, servers, classic_server):
     version = re.escape(platform.python_version())
 
     out = ok(kernel, "%rpyc_connect").stdout
-    m = re.fullmatch(rf"Connected to embedded server \(Python {version}, pid (\d+)\) as conn; injected rsys, ros\n", out)
+    m = re.fullmatch(rf"Connected to embedded server \(Python {version}, pid (\d+)\) as conn; injected rsys, ros\n",
+                     out)
     assert m, out
     pid = int(m.group(1))
     servers.append(pid)
@@ -189,8 +151,7 @@ def test_done_when_embedded_and_stock(kernel, servers, classic_server):
     ), out
     first = check_done_when(kernel, classic_server.pid)
     # a script puts its own directory first
-    with open(f"/proc/{classic_server.pid}/cmdline", "rb") as f:
-        script = f.read().split(b"\0")[1].decode()
+    script = cmdline(classic_server.pid)[1]
     assert first == os.path.dirname(os.path.realpath(script))
     assert not children_of(kernel.pid)
 
@@ -206,14 +167,10 @@ def test_embedded_server_isolated_from_kernel_signals(kernel, servers):
     assert os.getsid(pid) != os.getsid(kernel.pid)
     first = value(kernel, "rsys.path[0]")
 
-    kc = kernel.kc
-    msg_id = kc.execute("import time; print('sleeping', flush=True); time.sleep(30)")
-    res = collect(kc, msg_id, CellResult(), time.monotonic() + 20, until=lambda r: "sleeping" in r.stdout)
-    assert not res.reply, res
-    start = time.monotonic()
-    kernel.km.interrupt_kernel()
-    collect(kc, msg_id, res, time.monotonic() + 20)
-    assert time.monotonic() - start < 5, res
+    res = run(kernel, "import time; print('sleeping', flush=True); time.sleep(30)", 40,
+              interrupt_after=lambda r: "sleeping" in r.stdout)
+    assert res.t_interrupt is not None and res.t_interrupt < res.t_idle, res  # interrupted while it ran
+    assert res.since_interrupt < 5, res
     assert res.status == "error" and res.ename == "KeyboardInterrupt", res
 
     time.sleep(0.3)  # a server that got the SIGINT needs a moment to exit
@@ -246,7 +203,7 @@ def test_embedded_server_stops_with_disconnect_unload_and_shutdown(kernel, serve
     assert not os.path.exists(sock_dir)
     assert value(kernel, "[n for n in ('conn', 'rsys', 'ros') if n in globals()]") == []
     assert value(kernel, RPYC_MAGICS) == (0, False)
-    res = kernel.execute("%rpyc_connect")
+    res = run(kernel, "%rpyc_connect")
     assert res.status == "error" and not children_of(kernel.pid), res
 
     # graceful shutdown (after loading the extension again)
@@ -318,8 +275,8 @@ def test_trust_boundary_both_ways(kernel, servers, classic_server):
         trusted = name in trusted_names
         # the call path itself works: the server gets its own Connection and returns
         assert value(kernel, f"{name}.namespace['ident']({name}.root.getconn())") == 7
-        res = kernel.execute(f"{name}.namespace['probe']({name}.root.getconn())")
-        peek = kernel.execute(f"{name}.namespace['peek'](box)")
+        res = run(kernel, f"{name}.namespace['probe']({name}.root.getconn())")
+        peek = run(kernel, f"{name}.namespace['peek'](box)")
         if trusted:
             assert res.status == "ok" and ast.literal_eval(res.text) == kernel_pid, (name, res)
             assert peek.status == "ok" and ast.literal_eval(peek.text) == "hunter2", (name, peek)

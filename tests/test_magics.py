@@ -26,8 +26,8 @@ from IPython.core.error import UsageError
 from traitlets import TraitError
 
 import ipyrpyc
-from ipyrpyc import _compat
-from conftest import StockServer, children_of, free_port, pid_alive, wait_until
+from ipyrpyc import _rpyc
+from tests.support.processes import Listener, StockServer, children_of, free_port, pid_alive, wait_until
 
 PY_VERSION = platform.python_version()  # the stock servers run this interpreter too
 
@@ -65,51 +65,6 @@ def one_line(err: BaseException) -> str:
     return text
 
 
-class Listener:
-    """A loopback TCP listener of ours: silent, or sending ``payload`` to each client."""
-
-    def __init__(self, payload: Optional[bytes] = None, close_after: bool = False) -> None:
-        self.payload = payload
-        self.close_after = close_after
-        self.accepted = 0
-        self.clients: list = []
-        self._stop = threading.Event()
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.05)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        deadline = time.monotonic() + 60
-        while not self._stop.is_set() and time.monotonic() < deadline:
-            try:
-                client, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            self.accepted += 1
-            self.clients.append(client)
-            if self.payload:
-                try:
-                    client.sendall(self.payload)
-                except OSError:
-                    pass
-            if self.close_after:
-                client.close()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self.thread.join(5)
-        assert not self.thread.is_alive()
-        for c in self.clients:
-            c.close()
-        self.sock.close()
-
-
 def run_bounded(fn, seconds: float, listener: "Listener") -> Optional[BaseException]:
     """Run ``fn`` in a thread; what it raised, or a failure if it is still running after ``seconds``
     (then the listener's sockets are closed, which ends the call)."""
@@ -131,32 +86,6 @@ def run_bounded(fn, seconds: float, listener: "Listener") -> Optional[BaseExcept
         worker.join(10)
         pytest.fail(f"still connecting after {seconds} s")
     return outcome[0]
-
-
-class V6Server(StockServer):
-    """``rpyc_classic --host ::1 --ipv6 --port 0``, port parsed from its log like StockServer."""
-
-    def __init__(self) -> None:
-        import shutil
-        import subprocess
-        import sys
-
-        exe = shutil.which("rpyc_classic", path=os.path.dirname(sys.executable)) or shutil.which("rpyc_classic")
-        assert exe, "rpyc_classic is not installed"
-        self.proc = subprocess.Popen(
-            [sys.executable, exe, "--host", "::1", "--ipv6", "--port", "0"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.host = "::1"
-        self.port = self._read_port()
-
-    @property
-    def address(self) -> str:
-        return f"[::1]:{self.port}"
 
 
 # -- connect / inject / disconnect / reconnect -----------------------------------------------
@@ -296,8 +225,8 @@ def test_reconnect_gives_new_connection_and_rebinds(shell, classic_server, capsy
     out, _ = capsys.readouterr()
     assert out.rstrip("\n").endswith("; bound conn, rsys, ros")
     assert ns["conn"] is not old_conn and not ns["conn"].closed
-    assert old_conn.closed and _compat.connection_of(old_rsys) is old_conn
-    assert ns["rsys"] is not old_rsys and _compat.connection_of(ns["rsys"]) is ns["conn"]
+    assert old_conn.closed and _rpyc.connection_of(old_rsys) is old_conn
+    assert ns["rsys"] is not old_rsys and _rpyc.connection_of(ns["rsys"]) is ns["conn"]
     assert len(ns["rsys"].path) > 0
     assert ns["ros"].getpid() == classic_server.pid
 
@@ -311,7 +240,7 @@ def test_reconnect_keeps_a_name_the_user_reassigned(shell, classic_server, capsy
     assert out.rstrip("\n").endswith("; bound conn, rsys")
     assert "'ros'" in err and len(err.splitlines()) == 1, err
     assert shell.user_ns["ros"] == 5
-    assert _compat.connection_of(shell.user_ns["rsys"]) is shell.user_ns["conn"]
+    assert _rpyc.connection_of(shell.user_ns["rsys"]) is shell.user_ns["conn"]
 
 
 def test_reconnect_keeps_the_connection_name_if_the_user_took_it(shell, classic_server, capsys):
@@ -325,7 +254,7 @@ def test_reconnect_keeps_the_connection_name_if_the_user_took_it(shell, classic_
     assert "'conn'" in err and len(err.splitlines()) == 1, err
     assert out.rstrip("\n").endswith("; bound rsys, ros")
     assert ns["ros"].getpid() == classic_server.pid
-    assert _compat.connection_of(ns["ros"]) is magics_of(shell).registry.sessions["conn"].conn
+    assert _rpyc.connection_of(ns["ros"]) is magics_of(shell).registry.sessions["conn"].conn
 
 
 def test_reconnect_after_stock_server_died_is_usage_error(shell, classic_server):
@@ -415,7 +344,7 @@ def test_second_connection_takes_over_our_names(shell, classic_server, capsys):
         assert ns["ros"].getpid() == other.pid
         run(shell, "rpyc_disconnect", "conn")
         assert "conn" not in ns
-        assert ns["ros"].getpid() == other.pid and _compat.connection_of(ns["rsys"]) is ns["b"]
+        assert ns["ros"].getpid() == other.pid and _rpyc.connection_of(ns["rsys"]) is ns["b"]
         run(shell, "rpyc_disconnect", "b")
         assert "rsys" not in ns and "ros" not in ns
     finally:
@@ -455,7 +384,7 @@ def test_ipv6_loopback_address(shell, capsys):
         probe.bind(("::1", 0))
         probe.listen(1)
         socket.create_connection(probe.getsockname()[:2], 2).close()
-    server = V6Server()
+    server = StockServer(host="::1")
     try:
         run(shell, "rpyc_connect", server.address)
         out, _ = capsys.readouterr()
@@ -631,7 +560,7 @@ def close_all_handlers(registry=None) -> list:
 
     (``atexit._ncallbacks()`` cannot tell: ``unregister`` leaves its count alone.)
     """
-    from ipyrpyc.magics import Registry
+    from ipyrpyc.registry import Registry
 
     gc.collect()
     return [

@@ -28,7 +28,7 @@ import nbformat
 import pytest
 from nbclient import NotebookClient
 
-from conftest import wait_until
+from tests.support.processes import alive, cmdline, descendants, process_key, wait_until
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 CELL_TIMEOUT = 120  # seconds any one cell may take
@@ -68,46 +68,14 @@ EXPECTED_ERRORS: Dict[str, List[Tuple[str, str]]] = {
 
 
 # -- processes ---------------------------------------------------------------------------------
-def _stat(pid: int) -> Optional[List[str]]:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-
-
-def descendants(root: int) -> Set[Tuple[int, str]]:
-    """(pid, start time) of every live descendant of ``root``; the start time tells a reused pid."""
-    parents: Dict[int, List[Tuple[int, str]]] = {}
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            fields = _stat(int(entry))
-            if fields and fields[0] != "Z":
-                parents.setdefault(int(fields[1]), []).append((int(entry), fields[19]))
-    found: Set[Tuple[int, str]] = set()
-    todo = [root]
-    while todo:
-        for child in parents.get(todo.pop(), []):
-            found.add(child)
-            todo.append(child[0])
-    return found
-
-
 def describe(proc: Tuple[int, str]) -> str:
     """``embedded server`` for a server the extension started, else the command line."""
-    try:
-        with open(f"/proc/{proc[0]}/cmdline", "rb") as f:
-            argv = f.read().decode(errors="replace").split("\0")
-    except OSError:
+    argv = cmdline(proc[0])
+    if not argv:
         return "?"
     if "ipyrpyc" in argv and "server" in argv and "--parent-fd" in argv:
         return "embedded server"
     return " ".join(argv).strip()
-
-
-def alive(proc: Tuple[int, str]) -> bool:
-    fields = _stat(proc[0])
-    return fields is not None and fields[0] != "Z" and fields[19] == proc[1]
 
 
 # -- running a notebook ------------------------------------------------------------------------
@@ -151,7 +119,7 @@ class Run:
 
     def _check_processes_gone(self) -> None:
         if self.kernel_pid is not None:
-            self.started.add((self.kernel_pid, (_stat(self.kernel_pid) or [""] * 20)[19]))
+            self.started.add(process_key(self.kernel_pid))
         if wait_until(lambda: not any(alive(p) for p in self.started), 15):
             return
         left = [p for p in self.started if alive(p)]
@@ -262,7 +230,7 @@ def check_01(run: Run) -> None:
     assert result(run.cell("inspect.isfunction(conn.modules.os.path.abspath)")) == "True"
     assert result(run.cell("inspect.ismethod(conn.modules.os.path.abspath)")) == "False"
     assert result(run.cell("inspect.ismethod(conn.modules.sys.stdout.write)")) == "True"
-    assert value(run.cell("type(rsys.stdout).__name__")) == ("__ipyrpyc_router__.Router", "_io.TextIOWrapper")
+    assert value(run.cell("type(rsys.stdout).__name__")) == ("ipyrpyc.remote.output.Router", "_io.TextIOWrapper")
     assert value(run.cell("inspect.ismethod(rsys.__stdout__.write)")) == (False, True)
     names = value(run.cell("dir(conn.modules.sys.path)"))
     assert "append" in names and not [n for n in names if n.startswith("____")]

@@ -14,9 +14,9 @@ from tests.support.processes import StockServer, wait_until
 
 LOOK = """(
     id(__import__('sys').stdout), id(__import__('sys').stderr),
-    sorted(m for m in __import__('sys').modules if 'ipyrpyc' in m),
-    sorted(f for f in __import__('linecache').cache if f.startswith('<lab.') or f.startswith('<other.')),
-)"""
+    tuple(sorted(m for m in __import__('sys').modules if 'ipyrpyc' in m)),
+    tuple(sorted(f for f in __import__('linecache').cache if f.startswith(('<lab.', '<other.')))),
+)"""  # tuples of plain values: brine sends them by value
 
 OWN_HANDLERS = """
 import sys
@@ -45,9 +45,9 @@ def test_a_stock_server_is_left_as_it_was(shell):
             remote_text = e._remote_tb
         assert '"<lab.execute-1>", line 2, in f' in remote_text and "ipyrpyc" not in remote_text, remote_text
         during = watcher.eval(LOOK)
-        assert during[2] == ["__ipyrpyc__"] and during[3] and during[:2] != before[:2]  # it did change things
+        assert during[2] == ("__ipyrpyc__",) and during[3] and during[:2] != before[:2]  # it did change things
         shell.run_line_magic("rpyc_disconnect", "lab")
-        assert watcher.eval(LOOK)[2] == ["__ipyrpyc__"]  # "other" is still open
+        assert watcher.eval(LOOK)[2] == ("__ipyrpyc__",)  # "other" is still open
         shell.run_line_magic("rpyc_disconnect", "other")
         assert wait_until(lambda: watcher.eval(LOOK) == before, 5), (watcher.eval(LOOK), before)
         with rpyc.classic.connect(server.host, server.port) as fresh:

@@ -2,7 +2,7 @@
 
 Everything runs for real on 127.0.0.1: ipykernels from the ``ipyrpyc`` kernelspec (driven
 through ``jupyter_client``), stock ``rpyc_classic`` servers and the kernel's embedded server,
-loopback TCP proxies (``benchmarks/proxy.py``, extended here to reset a connection in the
+loopback TCP proxies (``ipyrpyc.proxy``, extended here to reset a connection in the
 middle of a frame) and TCP listeners that answer with garbage.  Every process, thread and
 socket a test starts is stopped in a ``finally`` (a SIGSTOPped server gets SIGCONT first).
 
@@ -17,161 +17,25 @@ from __future__ import annotations
 import ast
 import json
 import os
-import queue
 import random
-import re
 import signal
 import socket
 import struct
-import sys
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional
+from typing import List
 
 import pytest
-from conftest import Kernel, StockServer, pid_alive, wait_until
+
 from ipyrpyc.errors import RemoteTimeoutError
+from ipyrpyc.proxy import C2S, FLUSHER_LEN, HEADER, S2C, DelayProxy, _Direction
+from tests.support.kernels import Kernel, Run, ok, run, shell_request, state_of, value
+from tests.support.processes import Listener, StockServer, pid_alive, wait_until
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
-from proxy import C2S, FLUSHER_LEN, HEADER, S2C, DelayProxy, _Direction  # noqa: E402
-
-ANSI = re.compile(r"\x1b\[[0-9;]*m")
 NAME = "lab"  # a connection name that cannot appear in a message by accident
 BOUND = 2.0  # an interrupt, the next cell, a BusyError: within 2 s
 SLACK = 1.5  # on top of a configured limit, for a loaded 2-core machine (measured: 0.1-0.9 s)
-
-
-# -- running cells ------------------------------------------------------------------------------
-class Run:
-    """Every iopub message of one cell with its arrival time, and the reply."""
-
-    def __init__(self, code: str) -> None:
-        self.code = code
-        self.t0 = time.monotonic()
-        self.t_interrupt: Optional[float] = None
-        self.t_idle: Optional[float] = None
-        self.msgs: List[tuple] = []  # (arrival, msg_type, content, wire size of the content)
-        self.reply: dict = {}
-
-    @property
-    def elapsed(self) -> float:
-        assert self.t_idle is not None
-        return self.t_idle - self.t0
-
-    @property
-    def since_interrupt(self) -> float:
-        assert self.t_idle is not None and self.t_interrupt is not None
-        return self.t_idle - self.t_interrupt
-
-    def text(self, name: str) -> str:
-        return "".join(c["text"] for _, kind, c, _ in self.msgs if kind == "stream" and c["name"] == name)
-
-    @property
-    def stdout(self) -> str:
-        return self.text("stdout")
-
-    @property
-    def stderr(self) -> str:
-        return self.text("stderr")
-
-    @property
-    def results(self) -> List[dict]:
-        return [c["data"] for _, kind, c, _ in self.msgs if kind in ("execute_result", "display_data")]
-
-    @property
-    def result_bytes(self) -> int:
-        """JSON size of the display messages' content: what the notebook had to receive."""
-        return sum(size for _, kind, _, size in self.msgs if kind in ("execute_result", "display_data"))
-
-    @property
-    def result(self) -> str:
-        results = [c["data"] for _, kind, c, _ in self.msgs if kind == "execute_result"]
-        assert len(results) == 1, self
-        return results[0]["text/plain"]
-
-    @property
-    def errors(self) -> List[dict]:
-        return [c for _, kind, c, _ in self.msgs if kind == "error"]
-
-    @property
-    def status(self) -> str:
-        return self.reply.get("status", "?")
-
-    @property
-    def ename(self) -> Optional[str]:
-        return self.reply.get("ename")
-
-    @property
-    def evalue(self) -> str:
-        return self.reply.get("evalue", "")
-
-    @property
-    def traceback(self) -> str:
-        return "\n".join(line for e in self.errors for line in e["traceback"])
-
-    def __repr__(self) -> str:
-        return (f"Run({self.code[:200]!r}: status={self.status!r}, ename={self.ename!r}, evalue={self.evalue!r}, "
-                f"stdout={self.stdout[-2000:]!r}, stderr={self.stderr[-2000:]!r}, results={str(self.results)[:500]}, "
-                f"elapsed={self.t_idle and round(self.t_idle - self.t0, 3)!r})")
-
-
-def run(kernel, code: str, timeout: float = 30.0, interrupt_after: Optional[float] = None,
-        during=None) -> Run:
-    """Run ``code``; optionally interrupt the kernel after ``interrupt_after`` s, or call ``during(t)``
-    with the seconds since the start while waiting (a fault to inject)."""
-    kc = kernel.kc
-    res = Run(code)
-    msg_id = kc.execute(code)
-    res.t0 = time.monotonic()
-    deadline = res.t0 + timeout
-    while res.t_idle is None:
-        now = time.monotonic()
-        if now > deadline:
-            raise TimeoutError(f"no idle within {timeout} s: {res!r}")
-        if interrupt_after is not None and res.t_interrupt is None and now - res.t0 >= interrupt_after:
-            kernel.km.interrupt_kernel()
-            res.t_interrupt = time.monotonic()
-        if during is not None:
-            during(now - res.t0)
-        try:
-            msg = kc.get_iopub_msg(timeout=0.01)
-        except queue.Empty:
-            continue
-        arrival = time.monotonic()
-        if msg["parent_header"].get("msg_id") != msg_id:
-            continue
-        kind, content = msg["msg_type"], msg["content"]
-        size = len(json.dumps(content)) if kind in ("execute_result", "display_data") else 0
-        res.msgs.append((arrival, kind, content, size))
-        if kind == "status" and content["execution_state"] == "idle":
-            res.t_idle = arrival
-    while True:
-        msg = kc.get_shell_msg(timeout=max(1.0, deadline - time.monotonic()))
-        if msg["parent_header"].get("msg_id") == msg_id:
-            res.reply = msg["content"]
-            return res
-
-
-def ok(kernel, code: str, **kw) -> Run:
-    res = run(kernel, code, **kw)
-    assert res.status == "ok" and not res.errors, res
-    return res
-
-
-def value(kernel, expr: str):
-    return ast.literal_eval(ok(kernel, expr).result)
-
-
-def shell_request(kernel, method: str, code: str, timeout: float = 15.0) -> tuple:
-    """A complete_request or inspect_request: (reply content, seconds)."""
-    kc = kernel.kc
-    start = time.monotonic()
-    msg_id = getattr(kc, method)(code, len(code))
-    while True:
-        msg = kc.get_shell_msg(timeout=timeout)
-        if msg["parent_header"].get("msg_id") == msg_id:
-            return msg["content"], time.monotonic() - start
 
 
 def one_clear_line(res: Run, ename: str, *parts: str) -> None:
@@ -180,15 +44,6 @@ def one_clear_line(res: Run, ename: str, *parts: str) -> None:
     assert res.evalue.strip() and "\n" not in res.evalue, res
     for part in (NAME, *parts):
         assert part in res.evalue, (part, res)
-
-
-def state_of(kernel, name: str = NAME) -> str:
-    """The state column of ``name`` in ``%rpyc_connections``."""
-    text = ok(kernel, "%rpyc_connections").results[0]["text/plain"]
-    rows = [re.split(r"\s{2,}", line.strip()) for line in text.splitlines()[2:]]
-    states = [row[2] for row in rows if row[0] == name]
-    assert len(states) == 1, text
-    return states[0]
 
 
 def intact(kernel) -> None:
@@ -361,9 +216,9 @@ def test_server_killed_mid_call(k, server, how):
     res = run(k, code, during=kill)
     one_clear_line(res, "ConnectionLostError", server.address, f"%rpyc_reconnect {NAME}")
     assert killed and res.t_idle - killed[0] < BOUND, res
-    assert "EOFError" not in ANSI.sub("", res.traceback), res.traceback
+    assert "EOFError" not in res.plain_traceback, res.traceback
     intact(k)
-    assert state_of(k) == "lost"
+    assert state_of(k, NAME) == "lost"
     again = run(k, "ros.getpid()")
     one_clear_line(again, "ConnectionLostError")
     assert again.elapsed < BOUND
@@ -390,7 +245,7 @@ def test_server_stopped_mid_call(k, server):
         # the limit, then the interrupt's control connection (connect_timeout 1 s) and 0.5 s settling
         assert 2 - 0.1 < res.elapsed < 2 + 1 + 0.5 + SLACK, res
         intact(k)
-        assert state_of(k) == "busy"
+        assert state_of(k, NAME) == "busy"
         busy = run(k, "ros.getpid()")
         one_clear_line(busy, "BusyError", f"%rpyc_reconnect {NAME}")
         assert busy.elapsed < BOUND, busy
@@ -398,7 +253,7 @@ def test_server_stopped_mid_call(k, server):
         os.kill(server.pid, signal.SIGCONT)
         assert wait_until(lambda: run(k, "ros.getpid()").status == "ok", 10, 0.2)
         assert value(k, "ros.getpid()") == server.pid
-        assert state_of(k) == "alive"
+        assert state_of(k, NAME) == "alive"
 
         # stopped again, and this time the user presses Ctrl-C
         stopped.clear()
@@ -406,10 +261,10 @@ def test_server_stopped_mid_call(k, server):
         one_clear_line(res, "KeyboardInterrupt", "still running on the server")
         assert res.since_interrupt < 1 + 0.5 + SLACK, res  # connect_timeout + settling
         intact(k)
-        assert state_of(k) == "busy"
+        assert state_of(k, NAME) == "busy"
         os.kill(server.pid, signal.SIGCONT)
         assert wait_until(lambda: run(k, "ros.getpid()").status == "ok", 10, 0.2)
-        assert state_of(k) == "alive"
+        assert state_of(k, NAME) == "alive"
     finally:
         os.kill(server.pid, signal.SIGCONT)
 
@@ -431,11 +286,11 @@ def test_connection_reset_in_the_middle_of_a_reply(k, server):
         assert res.elapsed < BOUND, res
         intact(k)
         assert value(k, "'blob' in globals()") is False
-        assert state_of(k) == "lost"
+        assert state_of(k, NAME) == "lost"
         again = ok(k, f"%rpyc_reconnect {NAME}")
         assert f"pid {server.pid}" in again.stdout, again
         assert value(k, "ros.getpid()") == server.pid
-        assert state_of(k) == "alive"
+        assert state_of(k, NAME) == "alive"
         print("reset after forwarding", proxy.cuts[0][0], "bytes of a reply frame")
     finally:
         proxy.stop()
@@ -467,7 +322,7 @@ def test_slow_server_answers_correctly_and_timeouts_hold(k, server):
             one_clear_line(res, "RemoteTimeoutError", "within 1.5 s", "%%rpyc --timeout", "stopped on the server")
             assert 1.5 - 0.1 < res.elapsed < 1.5 + limit_left + 0.5 + SLACK, (connecting, res)
             times.append(round(res.elapsed, 2))
-            assert state_of(k) == "alive"
+            assert state_of(k, NAME) == "alive"
         intact(k)
         assert value(k, "ros.getpid()") == server.pid
         print(f"slow server: %rpyc_connect {connecting:.2f} s; RemoteTimeoutError for a 1.5-s limit after {times} s")
@@ -493,9 +348,9 @@ def test_ten_interrupts_in_a_row(k, server):
         assert ast.literal_eval(nxt.result) == (server.pid, 41) and nxt.elapsed < BOUND, nxt
         latencies.append(round(res.since_interrupt, 3))
         if i % 3 == 0:
-            assert state_of(k) == "alive"
+            assert state_of(k, NAME) == "alive"
     intact(k)
-    assert state_of(k) == "alive"
+    assert state_of(k, NAME) == "alive"
     first = value(k, f"{NAME}.namespace['ticks']")
     time.sleep(0.3)
     assert value(k, f"{NAME}.namespace['ticks']") == first > 0  # no loop left running
@@ -547,7 +402,6 @@ data = {"alpha": 1, "beta": [1, 2, 3]}
 # function local, so nothing but the output history keeps a netref past the cell.
 BATCH = r'''
 def batch(n):
-    import sys
     from IPython.core.completer import provisionalcompleter
     from IPython.core.interactiveshell import ExecutionInfo
     ip = get_ipython()
@@ -569,7 +423,7 @@ def batch(n):
             try:
                 boom(i)
             except ValueError:
-                ip.CustomTB(*sys.exc_info()); ops += 1               # a remote error, rendered
+                ip.showtraceback(); ops += 1                          # a remote error, rendered
         if i % 4 == 2:
             v = ip.run_cell_magic("rpyc", "", "v = [%d, 2]\nv" % i); ops += 1
             fmt(v); ops += 1
@@ -650,7 +504,8 @@ class ManyNames:
 huge, raises, many = Huge(), Raises(), ManyNames()
 def hostile_error():
     raise ValueError("<script>alert(1)</script><b>html</b>\x1b[2J\x1b]8;;http://x\x1b\\t\x1b]8;;\x1b\\\x07")
-evil_file = compile("def evil_frame():\n    raise KeyError('\x1b[31mred')\n", "\x1b[2J\x1b]8;;http://x\x1b\\evil.py", "exec")
+evil_file = compile("def evil_frame():\n    raise KeyError('\x1b[31mred')\n",
+                    "\x1b[2J\x1b]8;;http://x\x1b\\evil.py", "exec")
 exec(evil_file)
 '''
 
@@ -759,54 +614,12 @@ def test_a_repr_that_sleeps_a_minute(k, server):
     busy = run(k, "ros.getpid()")
     one_clear_line(busy, "BusyError", f"%rpyc_reconnect {NAME}")
     assert busy.elapsed < BOUND, busy
-    assert state_of(k) == "busy"
+    assert state_of(k, NAME) == "busy"
     again = ok(k, f"%rpyc_reconnect {NAME}")
     assert again.elapsed < BOUND, again
     assert value(k, "ros.getpid()") == server.pid
-    assert state_of(k) == "alive"
+    assert state_of(k, NAME) == "alive"
     intact(k)
-
-
-class GarbageServer:
-    """A TCP listener on 127.0.0.1 that answers every connection with ``payload``, then holds the
-    connection open (``hold``) or closes it."""
-
-    def __init__(self, payload: bytes, hold: bool) -> None:
-        self.payload, self.hold = payload, hold
-        self.stopping = threading.Event()
-        self.conns: List[socket.socket] = []
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(0.2)
-        self.port = self.sock.getsockname()[1]
-        self.thread = threading.Thread(target=self._serve, daemon=True)
-        self.thread.start()
-
-    def _serve(self) -> None:
-        while not self.stopping.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                conn.sendall(self.payload)
-            except OSError:
-                pass
-            if self.hold:
-                self.conns.append(conn)
-            else:
-                conn.close()
-
-    def stop(self) -> None:
-        self.stopping.set()
-        self.thread.join(5)
-        self.sock.close()
-        for c in self.conns:
-            c.close()
-        assert not self.thread.is_alive()
 
 
 GARBAGE = {
@@ -822,7 +635,7 @@ def test_garbage_speaking_servers(k):
     within connect_timeout + 2 s, nothing registered, kernel and x intact."""
     ok(k, "%config RpycMagics.connect_timeout = 1")
     for what, (payload, hold) in GARBAGE.items():
-        listener = GarbageServer(payload, hold)
+        listener = Listener(payload, close_after=not hold)
         try:
             res = run(k, f"%rpyc_connect 127.0.0.1:{listener.port} --name {NAME}", timeout=20)
         finally:
@@ -857,7 +670,7 @@ def test_garbage_after_a_valid_handshake(k, server):
             assert res.elapsed < bound, (what, res)
             assert "ValueError" in res.evalue if what == "unknown message type" else "middle of a message" in res.evalue
             intact(k)
-            assert state_of(k) == "lost"
+            assert state_of(k, NAME) == "lost"
             ok(k, f"%rpyc_reconnect {NAME}")
             print(f"garbage after the handshake ({what}): ConnectionLostError in {res.elapsed:.2f} s")
         assert value(k, "ros.getpid()") == server.pid

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import queue
-import re
 import shutil
 import socket
 import stat
@@ -18,16 +17,14 @@ import textwrap
 import threading
 import time
 from pathlib import Path
-from typing import List, Optional, Sequence, Set
+from typing import List, Sequence, Set
 
 import pytest
 import rpyc
 
-from conftest import STARTUP_TIMEOUT, children_of, pid_alive, sigkill, stop_process, wait_until
-
-MODULE_CMD = [sys.executable, "-m", "ipyrpyc", "server"]
-LISTENING = re.compile(r"^ipyrpyc classic server listening on (\S+):(\d+)$")
-
+from tests.support.processes import (
+    MODULE_CMD, STARTUP_TIMEOUT, ServerProcess, children_of, pid_alive, sigkill, wait_until,
+)
 
 def script_cmd() -> List[str]:
     exe = shutil.which("ipyrpyc-server", path=os.path.dirname(sys.executable))
@@ -39,63 +36,6 @@ def script_cmd() -> List[str]:
 def server_cmd(request) -> List[str]:
     """``python -m ipyrpyc server`` and the ``ipyrpyc-server`` console script must behave alike."""
     return MODULE_CMD if request.param == "module" else script_cmd()
-
-
-class ServerProcess:
-    """``python -m ipyrpyc server ARGS`` (or another command) in its own session.
-
-    stdout and stderr are drained by threads into ``stdout_lines`` / ``stderr_lines``, so the
-    server never blocks on a full pipe and every read here is bounded by a timeout.
-    """
-
-    def __init__(self, *args: str, cmd: Sequence[str] = MODULE_CMD) -> None:
-        self.proc = subprocess.Popen(
-            [*cmd, *args],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-            start_new_session=True,
-        )
-        self.stdout_lines: List[str] = []
-        self.stderr_lines: List[str] = []
-        self._stdout_q: "queue.Queue[Optional[str]]" = queue.Queue()
-        for stream, sink, q in ((self.proc.stdout, self.stdout_lines, self._stdout_q),
-                                (self.proc.stderr, self.stderr_lines, None)):
-            threading.Thread(target=self._pump, args=(stream, sink, q), daemon=True).start()
-        self.host: Optional[str] = None
-        self.port: Optional[int] = None
-
-    @staticmethod
-    def _pump(stream, sink: List[str], q) -> None:
-        for line in stream:
-            sink.append(line.rstrip("\n"))
-            if q is not None:
-                q.put(line.rstrip("\n"))
-        if q is not None:
-            q.put(None)
-
-    @property
-    def pid(self) -> int:
-        return self.proc.pid
-
-    def wait_listening(self, timeout: float = STARTUP_TIMEOUT) -> int:
-        """Read the ``listening on HOST:PORT`` line; fail (with the server's stderr) if it never comes."""
-        try:
-            line = self._stdout_q.get(timeout=timeout)
-        except queue.Empty:
-            line = None
-        if line is None:
-            self.stop()
-            pytest.fail(f"the server did not report listening; stderr: {self.stderr_lines}")
-        m = LISTENING.match(line)
-        assert m, f"unexpected first line on stdout: {line!r}"
-        self.host, self.port = m.group(1), int(m.group(2))
-        assert 0 < self.port < 65536
-        return self.port
-
-    def stop(self) -> None:
-        stop_process(self.proc)
 
 
 def run_cli(cmd: Sequence[str], *args: str) -> subprocess.CompletedProcess:

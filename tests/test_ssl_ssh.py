@@ -22,9 +22,10 @@ from typing import Dict, Iterator, List
 import pytest
 from IPython.core.error import UsageError
 
-from certs import make_pki
-from conftest import STARTUP_TIMEOUT, StockServer, children_of, free_port, pid_alive, stop_process, wait_until
-from test_server_cli import ServerProcess
+from tests.support.certs import make_pki
+from tests.support.processes import (
+    STARTUP_TIMEOUT, ServerProcess, StockServer, children_of, cmdline, free_port, pid_alive, stop_process, wait_until,
+)
 
 FAIL_FAST = 5.0  # a refused connection must be reported within this many seconds
 
@@ -126,7 +127,7 @@ def test_ssl_client_certificates(shell, pki, capsys):
         )
         assert "reject the client certificate" in message, message
         message = connect_fails(shell, capsys, f"{where} --ca-certs {ca} --certfile {q(pki['ca.pem'] + '.missing')}")
-        assert "SSL files" in message, message
+        assert f"--certfile {pki['ca.pem']}.missing: no such file" in message, message  # the option and the file
         connect_ok(
             shell,
             f"{where} --ca-certs {ca} --certfile {q(pki['client.pem'])} --keyfile {q(pki['client.key'])}",
@@ -173,13 +174,6 @@ def keygen(path: Path, passphrase: str = "") -> Path:
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", passphrase, "-C", path.name, "-f", str(path)],
                    check=True, capture_output=True, timeout=30)
     return path
-
-
-def cmdline(pid: int) -> List[str]:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
-    except OSError:
-        return []
 
 
 def ssh_children() -> List[int]:

@@ -12,10 +12,10 @@ import re
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from ipyrpyc.text import inert
 from ipyrpyc.tracebacks import (
     CHAIN_MESSAGES,
     RemoteTraceback,
-    inert,
     parse,
     split_exception_line,
 )
@@ -207,7 +207,8 @@ def test_inert():
 
 def test_split_exception_line():
     assert split_exception_line("ValueError: x") == ("ValueError", "x")
-    assert split_exception_line("builtins.CalibrationError: laser drift") == ("builtins.CalibrationError", "laser drift")
+    assert split_exception_line("builtins.CalibrationError: laser drift") == (
+        "builtins.CalibrationError", "laser drift")
     assert split_exception_line("KeyboardInterrupt") == ("KeyboardInterrupt", "")
     assert split_exception_line("ValueError: a\nsecond line") == ("ValueError", "a\nsecond line")
     assert split_exception_line("not an exception line at all") == ("Exception", "not an exception line at all")
@@ -228,7 +229,8 @@ def test_deeply_nested_callbacks_do_not_exhaust_the_stack():
     "Traceback (most recent call last):\n", '  File "/a/b.py", line 3, in f\n', '  File "', "    x = 1\n",
     "    ^^^^\n", "ValueError: boom\n", CHAIN_MESSAGES[0] + "\n", CHAIN_MESSAGES[1] + "\n",
     "========= Remote Traceback (2) =========\n", "  + Exception Group Traceback\n", "  | x\n",
-    "WARNING: Remote is on RPyC 1\n", "\x00", "\x1b[2J", "\r\n", "\n", "", f'  File "{SP}/rpyc/core/x.py", line 1, in y\n',
+    "WARNING: Remote is on RPyC 1\n", "\x00", "\x1b[2J", "\r\n", "\n", "",
+    f'  File "{SP}/rpyc/core/x.py", line 1, in y\n',
 ]), max_size=40), st.text(max_size=50))
 def test_parse_never_raises_and_never_leaks_control_characters(pieces, noise):
     model = parse("".join(pieces) + noise)

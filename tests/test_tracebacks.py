@@ -19,26 +19,21 @@ import time
 import uuid
 
 import pytest
-from conftest import Kernel, StockServer, children_of, pid_alive, wait_until
 
 from ipyrpyc.tracebacks import CHAIN_MESSAGES
+from tests.support.kernels import ANSI, Kernel, ok, run
+from tests.support.counting import KERNEL_IMPORT
+from tests.support.processes import StockServer, pid_alive, wait_until
 
-ANSI = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]")
 PLUMBING = (  # nothing of rpyc's or ipyrpyc's own may reach a user's traceback
     "rpyc/core", "site-packages/rpyc", "ipyrpyc/", "Derived", "_get_exception_class",
-    "<ipyrpyc-helper>", "__ipyrpyc_exec__", "_handle_call", "_dispatch_request",
+    "<ipyrpyc-helper>", "<ipyrpyc-remote", "__ipyrpyc_exec__", "_handle_call", "_dispatch_request",
 )
 FALLBACK = "Unexpected exception formatting exception"
 SERVER_PID = "print(conn.eval(\"__import__('os').getpid()\"))"
 
 
 # -- helpers ---------------------------------------------------------------------------------
-def ok(kernel, code):
-    res = kernel.execute(code)
-    assert res.status == "ok" and not res.errors, res
-    return res
-
-
 def printed(kernel, code):
     """The value ``code`` prints (a Python literal)."""
     return ast.literal_eval(ok(kernel, code).stdout.strip())
@@ -46,7 +41,7 @@ def printed(kernel, code):
 
 def failed(kernel, code, ename=None, evalue=None):
     """Run a cell that must fail with exactly one iopub error; return (error content, plain text)."""
-    res = kernel.execute(code)
+    res = run(kernel, code)
     assert res.status == "error" and len(res.errors) == 1, res
     err = res.errors[0]
     if ename is not None:
@@ -240,11 +235,11 @@ def test_rendering_costs_at_most_one_round_trip(lab, tmp_path):
     # import) make the renderer ask for them; a file that exists only later is then shown.
     name, pkg = make_package(tmp_path, ERRORS_PY)
     ok(lab, f"rsys.path.insert(0, {str(tmp_path)!r})\ngone = conn.modules['{name}.errors']\n"
-            "from ipyrpyc._compat import RequestCounter\nrc = RequestCounter(conn).__enter__()")
+            f"{KERNEL_IMPORT}rc = RequestCounter(conn).__enter__()")
     shutil.rmtree(pkg)
     try:
         for op in ("rsys.path[300]", "gone.calibrate()"):
-            res = lab.execute(f"rc.count = 0\n{op}")
+            res = run(lab, f"rc.count = 0\n{op}")
             assert res.status == "error" and "Remote traceback" in ANSI.sub("", "\n".join(res.errors[0]["traceback"]))
             raising = printed(lab, "print(rc.count)")
             ok(lab, f"rc.count = 0\ntry:\n    {op}\nexcept Exception:\n    pass")
@@ -291,8 +286,7 @@ for key, c, remote_sys in (("emb", conn, rsys), ("st", st, s_sys)):
         mod.calibrate()
     except Exception as e:
         saved[key + "-module"] = e
-from ipyrpyc._compat import RequestCounter
-rc = {{"emb": RequestCounter(conn).__enter__(), "st": RequestCounter(st).__enter__()}}
+{KERNEL_IMPORT}rc = {{"emb": RequestCounter(conn).__enter__(), "st": RequestCounter(st).__enter__()}}
 """)
     os.kill(embedded_pid, signal.SIGKILL)
     classic_server.stop()
@@ -315,7 +309,8 @@ rc = {{"emb": RequestCounter(conn).__enter__(), "st": RequestCounter(st).__enter
 
 # -- display settings -----------------------------------------------------------------------------
 def test_xmodes_and_colors(lab):
-    ok(lab, "conn.execute('def deep():\\n    deeper()\\n\\ndef deeper():\\n    raise LookupError(\"nothing here\")\\n')")
+    ok(lab, "conn.execute('def deep():\\n    deeper()\\n\\n"
+            "def deeper():\\n    raise LookupError(\"nothing here\")\\n')")
     try:
         for mode in ("Plain", "Context", "Verbose"):
             ok(lab, f"%xmode {mode}")
@@ -437,18 +432,24 @@ print((type(v).__name__, isinstance(v, IndexError), str(v), v._remote_tb.rstrip(
 
 
 def test_the_hook_never_raises(lab):
-    _, text = failed(lab, "e = ValueError('x'); e._remote_tb = '\\x00garbage' * 1000; raise e", "ValueError", "x")
+    # Only rpyc's own exception classes carry a remote traceback (a local exception's ``_remote_tb``
+    # is never looked at): garbage goes into instances of the class rpyc makes for remote errors.
+    ok(lab, "from rpyc.core.vinegar import _get_exception_class as remote_class")
+    _, text = failed(lab, "e = remote_class(ValueError)('x'); e._remote_tb = '\\x00garbage' * 1000; raise e",
+                     "ValueError", "x")
     assert "Remote traceback (" in text and "\x00" not in text
     deep = "'Traceback (most recent call last):\\n  File \"x.py\", line 1, in f\\nValueError: a\\n\\n" \
            "========= Remote Traceback (1) =========\\n' * 3000"
-    _, text = failed(lab, f"e = ValueError('y'); e._remote_tb = {deep}; raise e", "ValueError", "y")
+    _, text = failed(lab, f"e = remote_class(ValueError)('y'); e._remote_tb = {deep}; raise e", "ValueError", "y")
     assert "Remote traceback (" in text and "in f" in text
-    failed(lab, "class Weird(Exception):\n    @property\n    def _remote_tb(self):\n        raise RuntimeError('boom')\n"
-                "raise Weird('w')", "Weird", "w")
+    failed(lab, "class Weird(Exception):\n    @property\n    def _remote_tb(self):\n"
+                "        raise RuntimeError('boom')\nraise Weird('w')", "Weird", "w")
     assert ok(lab, "1 + 1").text == "2"
     _, text = failed(lab, "rsys.path[300]", "IndexError", "list index out of range")
     assert f"Remote traceback (embedded server, pid {lab.server_pid})" in text
-    assert printed(lab, "print(get_ipython().custom_exceptions == (BaseException,))") is True
+    # still installed: IPython's own showtraceback, wrapped on the instance; no custom handler
+    assert printed(lab, "print(('showtraceback' in vars(get_ipython()), get_ipython().custom_exceptions))") == (
+        True, ())
 
 
 # -- nbclient ---------------------------------------------------------------------------------
@@ -481,6 +482,7 @@ def test_chains_to_a_previous_custom_handler_and_unload_restores_it(shell, capsy
     shell.run_line_magic("unload_ext", "ipyrpyc")
     shell.set_custom_exc((ZeroDivisionError,), my_handler)
     mine = shell.CustomTB
+    own_showtraceback = vars(shell).get("showtraceback")  # what unloading must leave
     try:
         shell.run_line_magic("load_ext", "ipyrpyc")
         shell.run_line_magic("rpyc_connect", "")
@@ -499,6 +501,7 @@ def test_chains_to_a_previous_custom_handler_and_unload_restores_it(shell, capsy
 
         shell.run_line_magic("unload_ext", "ipyrpyc")
         assert shell.custom_exceptions == (ZeroDivisionError,) and shell.CustomTB is mine
+        assert vars(shell).get("showtraceback") is own_showtraceback
         shell.run_cell("1/0")
         assert seen == [ZeroDivisionError, ZeroDivisionError]
         assert str(saved).startswith("list index out of range\n") and "Remote Traceback (1)" in str(saved)

@@ -10,10 +10,10 @@ of a local function the kernel handed it, and unpickle a malicious object into t
 
 from __future__ import annotations
 
-import ast
-
 import pytest
-from conftest import Kernel, StockServer, children_of, pid_alive, wait_until
+
+from tests.support.kernels import Kernel, ok, run, value
+from tests.support.processes import StockServer, children_of, pid_alive, wait_until
 
 SECRET = "hunter2-7f3a"  # held by the kernel's objects; must never reach the server by default
 
@@ -76,16 +76,6 @@ CONNECTIONS = {
 }
 
 
-def ok(k, code: str):
-    res = k.execute(code)
-    assert res.status == "ok" and not res.errors, res
-    return res
-
-
-def value(k, code: str):
-    return ast.literal_eval(ok(k, code).text)
-
-
 @pytest.fixture(scope="module")
 def tk(tmp_path_factory):
     """A kernel with the four connections, a local object and function to hand out, and the attacker
@@ -145,7 +135,7 @@ def test_pull_never_unpickles_by_default(tk, name):
     also nested in plain data; the kernel ran nothing (no marker) and its namespace is unchanged."""
     for i, cell in enumerate(["evil = Evil({marker!r})", "evil = [1, {{'k': (Evil({marker!r}),)}}]"]):
         marker = tk.markers / f"{name}-pull-{i}"
-        res = tk.execute(f"%%rpyc {name} --pull evil\n{cell.format(marker=str(marker))}\n")
+        res = run(tk, f"%%rpyc {name} --pull evil\n{cell.format(marker=str(marker))}\n")
         assert res.status == "error" and res.ename == "UsageError" and not res.errors, res
         assert "--pull evil" in res.stderr and "--trust" in res.stderr and len(res.stderr.splitlines()) == 1, res
         assert not marker.exists()
