@@ -303,7 +303,7 @@ def test_auto_reconnect_after_the_embedded_server_dies(kernel):
         assert old in children_of(kernel.pid)
         ok(kernel, "rsys.path[0]")
         os.kill(old, signal.SIGKILL)  # started by this test's kernel
-        assert wait_until(lambda: not pid_alive(old), 5)
+        assert wait_until(lambda: not pid_alive(old), 5)  # all its threads gone: its socket is closed
 
         res = ok(kernel, "ros.getpid(), rsys.path[0]")
         new, first = ast.literal_eval(res.result)
@@ -316,6 +316,53 @@ def test_auto_reconnect_after_the_embedded_server_dies(kernel):
         pids.extend(children_of(kernel.pid) if pid_alive(kernel.pid) else [])
         kernel.shutdown()
         assert all(wait_until(lambda p=p: not pid_alive(p), 10) for p in pids), pids
+
+
+@pytest.mark.parametrize("when", ["during the cell", "as the next cell starts"])
+def test_auto_reconnect_after_a_cell_that_lost_its_server(kernel, when):
+    """A cell that loses its embedded server fails with one ConnectionLostError saying that
+    auto_reconnect reopens the connection when the cell ends; it does so right after the cell
+    (stderr says so, the cell's own code ran once) and the next cell works on a new server.  A
+    server killed just before a cell starts, while it is still exiting, is either seen by the
+    check before the cell or lost by the cell: either way the cell after it works."""
+    pids = []
+    try:
+        ok(kernel, "%config RpycMagics.auto_reconnect = True")
+        ok(kernel, "%rpyc_connect")
+        old = value(kernel, "ros.getpid()")
+        pids.append(old)
+        ok(kernel, "import os, signal, time; runs = 0")
+        if when == "during the cell":
+            res = run(kernel, "runs += 1\nos.kill(ros.getpid(), signal.SIGKILL)\ntime.sleep(0.5)\nros.getpid()")
+            assert res.status == "error" and res.ename == "ConnectionLostError", res
+            assert "auto_reconnect opens a new one when this cell ends (the cell is not run again)" in res.evalue, res
+            assert "%rpyc_reconnect" not in res.evalue and "\n" not in res.evalue, res
+            assert "reconnected conn to embedded server" in res.stderr, res
+        else:
+            ok(kernel, "runs += 1; os.kill(ros.getpid(), signal.SIGKILL)")
+            res = run(kernel, "ros.getpid()")  # at once: the server may still be exiting
+            assert "reconnected conn to embedded server" in res.stderr, res
+            assert res.status == "ok" or (res.ename == "ConnectionLostError" and "auto_reconnect" in res.evalue), res
+        assert value(kernel, "runs") == 1
+        new = value(kernel, "ros.getpid()")
+        pids.append(new)
+        assert new != old and new in children_of(kernel.pid) and not pid_alive(old), (old, new)
+        assert state_of(kernel, "conn") == "alive"
+    finally:
+        pids.extend(children_of(kernel.pid) if pid_alive(kernel.pid) else [])
+        kernel.shutdown()
+        assert all(wait_until(lambda p=p: not pid_alive(p), 10) for p in pids), pids
+
+
+def test_without_auto_reconnect_a_lost_cell_names_rpyc_reconnect(kernel):
+    """auto_reconnect off (the default): the error names %rpyc_reconnect and nothing reopens."""
+    ok(kernel, "%rpyc_connect")
+    old = value(kernel, "ros.getpid()")
+    res = run(kernel, "import os, signal, time\nos.kill(ros.getpid(), signal.SIGKILL)\ntime.sleep(0.5)\nros.getpid()")
+    assert res.ename == "ConnectionLostError" and "%rpyc_reconnect conn opens a new one" in res.evalue, res
+    assert "reconnected" not in res.stderr, res
+    assert wait_until(lambda: not pid_alive(old), 5)
+    assert state_of(kernel, "conn") == "lost"
 
 
 # -- %rpyc_debug --------------------------------------------------------------------------------

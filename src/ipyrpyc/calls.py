@@ -85,9 +85,11 @@ class CallGuard:
     def lost(self, cause: Any) -> ConnectionLostError:
         r = self.record
         why = f" ({cause})" if cause is not None and str(cause) else ""
-        return ConnectionLostError(
-            f"the connection {r.name!r} to {r.address} is lost{why}; %rpyc_reconnect {r.name} opens a new one"
-        )
+        if r.owner is not None and r.auto_reconnect():
+            then = "auto_reconnect opens a new one when this cell ends (the cell is not run again)"
+        else:
+            then = f"%rpyc_reconnect {r.name} opens a new one"
+        return ConnectionLostError(f"the connection {r.name!r} to {r.address} is lost{why}; {then}")
 
     def busy(self, conn: Any) -> bool:
         """Whether an abandoned call still occupies the server (serves what has arrived)."""

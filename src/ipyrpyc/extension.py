@@ -31,6 +31,8 @@ class Extension:
         limits = Limits(lambda name: getattr(traits, name))
         self.traceback_hook = TracebackHook(shell, self.registry, lambda: traits.traceback, self.patches)
         self.registry.on_remote_exception = self.traceback_hook.short_messages.patch
+        self.registry.auto_reconnect = lambda: traits.auto_reconnect
+        self._checked: list = []  # sessions found alive before the running cell
         self.hooks = (
             self.traceback_hook,
             DisplayHook(shell, self.registry, limits, self.patches),
@@ -49,6 +51,7 @@ class Extension:
         for hook in self.hooks:
             hook.install()
         patches.register_event(shell.events, "pre_run_cell", self._pre_run_cell)
+        patches.register_event(shell.events, "post_run_cell", self._post_run_cell)
         atexit.register(self.registry.close_all)
         patches.on_undo("atexit", lambda: atexit.unregister(self.registry.close_all))
 
@@ -67,8 +70,17 @@ class Extension:
             print(f"ipyrpyc: could not take back {failure}", file=sys.stderr)
 
     def _pre_run_cell(self, *args: Any) -> None:
+        self._checked = []
         if self.magics.auto_reconnect:
             self.magics.reconnect_lost()
+            self._checked = [s for s in self.registry.sessions.values() if not s.lost()]
+
+    def _post_run_cell(self, *args: Any) -> None:
+        """A connection the cell lost is reopened right after it (the cell is not run again);
+        one that was already lost before it is left to the next cell's check."""
+        checked, self._checked = self._checked, []
+        if self.magics.auto_reconnect and checked:
+            self.magics.reconnect_lost(checked)
 
 
 def _magics_with_valid_config(shell: Any, registry: Registry) -> RpycMagics:

@@ -175,9 +175,11 @@ class RpycMagics(Magics):
         except ValueError as e:
             raise UsageError(str(e)) from None
 
-    def reconnect_lost(self) -> None:
-        """Reopen every connection whose server went away (no round trip to find out)."""
+    def reconnect_lost(self, sessions: Optional[List[Session]] = None) -> None:
+        """Reopen every connection (of ``sessions``) whose server went away (no round trip to find out)."""
         for session in list(self.registry.sessions.values()):
+            if sessions is not None and not any(session is s for s in sessions):
+                continue
             if not session.lost():
                 continue
             try:

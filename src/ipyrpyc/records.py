@@ -33,6 +33,7 @@ class Record:
         self.retired = False
         self.last_cell_error: Optional[BaseException] = None  # raised by the last failed %%rpyc cell
         self.on_close: Optional[Callable[[], None]] = None  # called once when the connection is closed
+        self.auto_reconnect: Callable[[], bool] = lambda: False  # a lost connection reopens after the cell
 
     @property
     def conn(self) -> Any:

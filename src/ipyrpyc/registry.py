@@ -34,6 +34,7 @@ class Registry:
         self._records: "weakref.WeakKeyDictionary[Any, Record]" = weakref.WeakKeyDictionary()
         self._warned: set = set()
         self.on_remote_exception: Optional[Callable[[BaseException], None]] = None
+        self.auto_reconnect: Callable[[], bool] = lambda: False  # RpycMagics.auto_reconnect, for error texts
 
     @property
     def user_ns(self) -> Dict[str, Any]:
@@ -155,6 +156,7 @@ class Registry:
     def _adopt(self, session: Session) -> None:
         if session.conn is not None and session.record is not None:
             self._records[session.conn] = session.record
+            session.record.auto_reconnect = self.auto_reconnect
         if self.on_remote_exception is not None:
             session.on_remote_exception = self.on_remote_exception
         for message in session.warnings:

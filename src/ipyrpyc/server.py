@@ -182,6 +182,17 @@ class EmbeddedServer:
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def exited(self, timeout: float) -> bool:
+        """Whether the server has exited, waiting up to ``timeout`` seconds for an exit under way
+        (a killed server closes its connections a moment before it can be reaped)."""
+        if self.proc is None:
+            return True
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return False
+        return True
+
     def start(self, timeout: float = READY_TIMEOUT) -> "EmbeddedServer":
         self._dir = tempfile.mkdtemp(prefix="ipyrpyc-")  # mode 0700
         log_path = os.path.join(self._dir, "server.log")

@@ -29,6 +29,7 @@ _INFO_EXPR = (
     "(__import__('sys').version.split()[0], __import__('os').getpid(), "
     "__import__('socket').gethostname())"
 )
+SERVER_EXIT_GRACE = 2.0  # seconds an embedded server that closed our connection may take to exit
 
 
 class Session:
@@ -183,6 +184,10 @@ class Session:
 
     def reopen(self) -> "Session":
         """A fresh connection to the same place (a new embedded server if the old one died)."""
+        if self.server is not None and self.lost():
+            # its socket closes while the process is still exiting: let it finish, or a dying
+            # server would be taken for a live one
+            self.server.exited(SERVER_EXIT_GRACE)
         self._close_connections()
         return self.open()
 

@@ -46,11 +46,31 @@ def _stat(pid: int) -> Optional[List[str]]:
         return None
 
 
+def _threads_running(pid: int) -> bool:
+    """Whether a thread of ``pid`` other than its (zombie) main thread still runs."""
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return False
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X"):
+                    return True
+        except (OSError, IndexError):
+            pass
+    return False
+
+
 def pid_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie."""
+    """True until ``pid`` has exited completely (a zombie whose threads are all gone).
+
+    After SIGKILL the main thread of a threaded process shows as a zombie while its other
+    threads are still exiting; its sockets close and its parent can reap it only after them.
+    """
     fields = _stat(pid)
     if fields is not None:
-        return fields[0] != "Z"
+        return fields[0] != "Z" or _threads_running(pid)
     if os.path.isdir("/proc/self"):
         return False
     try:  # no /proc: ask the kernel
