@@ -339,10 +339,14 @@ def test_auto_reconnect_after_a_cell_that_lost_its_server(kernel, when):
             assert "%rpyc_reconnect" not in res.evalue and "\n" not in res.evalue, res
             assert "reconnected conn to embedded server" in res.stderr, res
         else:
-            ok(kernel, "runs += 1; os.kill(ros.getpid(), signal.SIGKILL)")
+            kill = ok(kernel, "runs += 1; os.kill(ros.getpid(), signal.SIGKILL)")
             res = run(kernel, "ros.getpid()")  # at once: the server may still be exiting
-            assert "reconnected conn to embedded server" in res.stderr, res
-            assert res.status == "ok" or (res.ename == "ConnectionLostError" and "auto_reconnect" in res.evalue), res
+            # seen after the killing cell, before this one, or lost by this one and reopened after it
+            assert (kill.stderr + res.stderr).count("reconnected conn to embedded server") == 1, (kill, res)
+            if res.status == "ok":
+                assert res.result != str(old), res
+            else:
+                assert res.ename == "ConnectionLostError" and "auto_reconnect" in res.evalue, res
         assert value(kernel, "runs") == 1
         new = value(kernel, "ros.getpid()")
         pids.append(new)
@@ -352,6 +356,38 @@ def test_auto_reconnect_after_a_cell_that_lost_its_server(kernel, when):
         pids.extend(children_of(kernel.pid) if pid_alive(kernel.pid) else [])
         kernel.shutdown()
         assert all(wait_until(lambda p=p: not pid_alive(p), 10) for p in pids), pids
+
+
+# Run on the embedded server: 0.2 s later, shut down every socket (our connection, its listener),
+# then exit 1 s later: a server whose connections are gone while its process still exits.
+SLOW_EXIT = """
+import os, socket, threading, time
+def _die():
+    time.sleep(0.2)
+    for fd in os.listdir('/proc/self/fd'):
+        try:
+            if os.readlink('/proc/self/fd/' + fd).startswith('socket:'):
+                socket.fromfd(int(fd), socket.AF_UNIX, socket.SOCK_STREAM).shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+    time.sleep(1)
+    os._exit(3)
+threading.Thread(target=_die, daemon=False).start()
+"""
+
+
+def test_auto_reconnect_waits_for_a_server_still_exiting(kernel):
+    """The check before a cell finds the connection closed while the embedded server's process
+    has not exited yet: the reconnect waits for that exit and starts a new server."""
+    ok(kernel, "%config RpycMagics.auto_reconnect = True")
+    ok(kernel, "%rpyc_connect")
+    old = value(kernel, "ros.getpid()")
+    ok(kernel, f"conn.execute({SLOW_EXIT!r})")
+    time.sleep(0.6)
+    assert pid_alive(old)
+    res = ok(kernel, "ros.getpid()")
+    assert "reconnected conn to embedded server" in res.stderr and res.result != str(old), res
+    assert not pid_alive(old)
 
 
 def test_without_auto_reconnect_a_lost_cell_names_rpyc_reconnect(kernel):
