@@ -8,8 +8,8 @@ Network safety: every address the grammar makes is loopback or malformed, and a 
 installed for each test refuses (and records) anything else: names that are not loopback
 never reach ``getaddrinfo`` (the guard answers them with ``socket.gaierror``, which the
 magics must report as a UsageError), connecting a socket to a non-loopback address fails
-the test, and so does starting any program but the embedded server, ``uname`` (plumbum
-asks it once) or an ``ssh`` to a loopback host with only the options ipyrpyc passes.
+the test, and so does starting any program but the embedded server or an ``ssh`` (under
+its tunnel keeper) to a loopback host with only the options ipyrpyc passes.
 """
 
 from __future__ import annotations

@@ -2,17 +2,22 @@
 
 Real components only: certificates made by ``openssl`` into a temporary directory, our own
 ``python -m ipyrpyc server`` and stock ``rpyc_classic`` as SSL servers, and Debian's ``sshd``
-started on a free 127.0.0.1 port with a throwaway host key and user keys.
+started on a free 127.0.0.1 port with a throwaway host key and user keys; another local user
+is uid 65534 (``setpriv``).
 """
 
 from __future__ import annotations
 
+import errno
 import getpass
 import os
 import queue
 import shlex
+import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -23,8 +28,10 @@ import pytest
 from IPython.core.error import UsageError
 
 from tests.support.certs import make_pki
+from tests.support.kernels import Kernel, ok, value
 from tests.support.processes import (
-    STARTUP_TIMEOUT, ServerProcess, StockServer, children_of, cmdline, free_port, pid_alive, stop_process, wait_until,
+    STARTUP_TIMEOUT, Listener, ServerProcess, StockServer, children_of, cmdline, descendants, free_port, pid_alive,
+    stop_process, wait_gone, wait_until,
 )
 
 FAIL_FAST = 5.0  # a refused connection must be reported within this many seconds
@@ -168,6 +175,11 @@ def test_ssl_to_stock_rpyc_classic(shell, pki):
 # -- SSH ---------------------------------------------------------------------------------------------
 SSHD = "/usr/sbin/sshd"
 SSH_OPTIONS = '["StrictHostKeyChecking=no", "UserKnownHostsFile=/dev/null"]'
+NOBODY = 65534  # another local user
+PROBE = ("import socket, sys\n"
+         "s = socket.socket(socket.AF_UNIX)\n"
+         "try:\n    s.connect(sys.argv[1])\n    print('CONNECTED')\n"
+         "except OSError as e:\n    print(type(e).__name__, e.errno)\n")
 
 
 def keygen(path: Path, passphrase: str = "") -> Path:
@@ -176,9 +188,32 @@ def keygen(path: Path, passphrase: str = "") -> Path:
     return path
 
 
-def ssh_children() -> List[int]:
-    """Our ``ssh`` client processes (the SSH session and its tunnels)."""
-    return [p for p in children_of(os.getpid()) if os.path.basename(cmdline(p)[0]) == "ssh"]
+def ssh_processes() -> List[int]:
+    """Our ``ssh`` client processes (started by the tunnel keepers we started)."""
+    return [pid for pid, _ in descendants(os.getpid()) if os.path.basename(cmdline(pid)[0]) == "ssh"]
+
+
+def keepers() -> List[int]:
+    return [pid for pid, _ in descendants(os.getpid()) if "ipyrpyc.ssh" in cmdline(pid)]
+
+
+def tcp_listeners_of(pid: int) -> List[str]:
+    """The TCP sockets in LISTEN state that process ``pid`` holds (from /proc/net/tcp*)."""
+    inodes = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith("socket:["):
+            inodes.add(link[8:-1])
+    found = []
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if fields[3] == "0A" and fields[9] in inodes:  # 0A: LISTEN
+                found.append(fields[1])
+    return found
 
 
 class Sshd:
@@ -186,11 +221,14 @@ class Sshd:
         self.dir = directory
         self.user = getpass.getuser()
         self.host_key = keygen(directory / "host_key")
+        self.other_host_key = keygen(directory / "other_host_key")  # what a changed host would show
         self.key = keygen(directory / "user_key")
         self.stranger_key = keygen(directory / "stranger_key")  # not authorized
         self.locked_key = keygen(directory / "locked_key", passphrase="nobody knows")  # authorized, encrypted
+        self.no_forwarding_key = keygen(directory / "no_forwarding_key")  # may log in, may not forward
         authorized = directory / "authorized_keys"
-        authorized.write_text("".join(Path(f"{k}.pub").read_text() for k in (self.key, self.locked_key)))
+        authorized.write_text("".join(Path(f"{k}.pub").read_text() for k in (self.key, self.locked_key))
+                              + "no-port-forwarding " + Path(f"{self.no_forwarding_key}.pub").read_text())
         self.proc = None
         self.log: List[str] = []
         for _ in range(3):  # free_port() can race with another process grabbing the port
@@ -240,6 +278,12 @@ class Sshd:
         self.stop()
         return False
 
+    def known_hosts(self, path: Path, key: Path) -> Path:
+        """A known_hosts file that trusts ``key`` (a .pub beside it) for this sshd."""
+        kind, blob = Path(f"{key}.pub").read_text().split()[:2]
+        path.write_text(f"[127.0.0.1]:{self.port} {kind} {blob}\n")
+        return path
+
     @property
     def pid(self) -> int:
         return self.proc.pid
@@ -274,7 +318,14 @@ def ssh_shell(shell):
     try:
         yield shell
     finally:
+        shell.run_line_magic("rpyc_disconnect", "--all")
         shell.run_line_magic("config", "RpycMagics.ssh_options = []")
+        assert wait_until(lambda: not ssh_processes() and not keepers(), 5), "an ssh outlived the test"
+
+
+def tunnel_path(shell, name: str = "conn") -> str:
+    """The private socket the connection ``name`` goes through (the peer of its rpyc socket)."""
+    return shell.user_ns[name]._channel.stream.sock.getpeername()
 
 
 def test_ssh_tunnel_to_stock_server(ssh_shell, sshd, classic_server):
@@ -282,54 +333,168 @@ def test_ssh_tunnel_to_stock_server(ssh_shell, sshd, classic_server):
     via = f"--ssh {sshd.user}@127.0.0.1:{sshd.port} --ssh-key {q(sshd.key)}"
     # a second server only the SSH host's 127.0.0.2 reaches: HOST is resolved there, not here
     other = ServerProcess("--host", "127.0.0.2", "--port", "0")
-    assert not ssh_children()
+    assert not ssh_processes()
     try:
         other.wait_listening()
         # without HOST the server is localhost as seen from the SSH host
         connect_ok(shell, f"{via} --port {classic_server.port}", classic_server.pid)
-        assert ssh_children(), "no ssh process: the connection did not go through SSH"
+        assert ssh_processes(), "no ssh process: the connection did not go through SSH"
         assert sshd.sessions(), "sshd has no session for us"
+        path = tunnel_path(shell)
         shell.run_line_magic("rpyc_connect", f"127.0.0.2:{other.port} {via} --name lab --no-inject")
         assert shell.user_ns["lab"].modules.os.getpid() == other.pid
         table = repr(shell.run_line_magic("rpyc_connections", ""))
         assert f"via ssh {sshd.user}@127.0.0.1:{sshd.port}" in table and "alive" in table
 
         shell.run_line_magic("rpyc_disconnect", "conn")
+        assert not os.path.exists(os.path.dirname(path)), "the tunnel's directory outlived the connection"
         shell.run_line_magic("rpyc_disconnect", "lab")
         assert "rsys" not in shell.user_ns and "lab" not in shell.user_ns
-        assert wait_until(lambda: not ssh_children(), 5), [cmdline(p) for p in ssh_children()]
+        assert wait_until(lambda: not ssh_processes() and not keepers(), 5), [cmdline(p) for p in ssh_processes()]
         assert wait_until(lambda: not sshd.sessions(), 5), "the SSH session was not closed"
     finally:
         shell.run_line_magic("rpyc_disconnect", "--all")
         other.stop()
 
 
-@pytest.mark.parametrize("case", ["stranger_key", "closed_port"])
-def test_ssh_failure_is_a_quick_one_line_usage_error(ssh_shell, sshd, classic_server, capsys, case):
-    if case == "stranger_key":
-        via = f"{sshd.user}@127.0.0.1:{sshd.port} --ssh-key {q(sshd.stranger_key)}"
+def test_ssh_tunnel_only_this_user_can_use(ssh_shell, sshd, classic_server):
+    """The tunnel is a Unix socket (0600) in a private 0700 directory, not a TCP port: another
+    local user (uid 65534) gets EACCES; ssh listens on no TCP port."""
+    shell = ssh_shell
+    connect_ok(shell, f"--ssh {sshd.user}@127.0.0.1:{sshd.port} --ssh-key {q(sshd.key)} --port {classic_server.port}",
+               classic_server.pid)
+    path = tunnel_path(shell)
+    directory = os.path.dirname(path)
+    assert os.path.dirname(directory) == tempfile.gettempdir()
+    assert os.path.basename(directory).startswith("ipyrpyc-ssh-")
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700 and os.stat(directory).st_uid == os.getuid()
+    assert stat.S_ISSOCK(os.stat(path).st_mode) and stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    [ssh] = ssh_processes()
+    assert tcp_listeners_of(ssh) == [], "ssh listens on a TCP port"
+    probe = ["setpriv", f"--reuid={NOBODY}", f"--regid={NOBODY}", "--clear-groups",
+             "/usr/bin/python3", "-c", PROBE, path]
+    res = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+    assert res.stdout.strip() == f"PermissionError {errno.EACCES}", res
+    # the same probe through a directory it may enter reaches the socket: the directory is the lock
+    os.chmod(directory, 0o711)
+    try:
+        res = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+        assert res.stdout.strip() == f"PermissionError {errno.EACCES}", res  # and the socket is 0600
+        os.chmod(path, 0o666)
+        res = subprocess.run(probe, capture_output=True, text=True, timeout=30)
+        assert res.stdout.strip() == "CONNECTED", res  # the probe itself can connect when allowed
+    finally:
+        os.chmod(path, 0o600)
+        os.chmod(directory, 0o700)
+    assert shell.user_ns["ros"].getpid() == classic_server.pid
+    shell.run_line_magic("rpyc_disconnect", "")
+    assert not os.path.exists(directory)
+
+
+def test_ssh_tunnel_goes_with_a_killed_kernel(sshd, classic_server):
+    """SIGKILL of the kernel: its ssh stops, the tunnel's directory is removed, sshd's session ends."""
+    k = Kernel()
+    try:
+        ok(k, f"%config RpycMagics.ssh_options = {SSH_OPTIONS}")
+        ok(k, f"%rpyc_connect --ssh {sshd.user}@127.0.0.1:{sshd.port} --ssh-key {q(sshd.key)} "
+              f"--port {classic_server.port}")
+        assert value(k, "ros.getpid()") == classic_server.pid
+        directory = os.path.dirname(value(k, "conn._channel.stream.sock.getpeername()"))
+        family = [pid for pid, _ in descendants(k.pid)]
+        assert any(os.path.basename(cmdline(p)[0]) == "ssh" for p in family), family
+        assert os.path.isdir(directory) and sshd.sessions()
+        os.kill(k.pid, signal.SIGKILL)
+        assert wait_gone(k.pid)
+        assert all(wait_gone(p) for p in family), [cmdline(p) for p in family if pid_alive(p)]
+        assert wait_until(lambda: not os.path.exists(directory), 5), f"{directory} was left behind"
+        assert wait_until(lambda: not sshd.sessions(), 5), "the SSH session outlived the kernel"
+    finally:
+        k.shutdown(check=False)
+
+
+def tunnel_dirs() -> set:
+    return {d for d in os.listdir(tempfile.gettempdir()) if d.startswith("ipyrpyc-ssh-")}
+
+
+def ssh_fails(shell, capsys, line: str, *fragments: str) -> str:
+    """``connect_fails`` with ``--ssh``: the message has every fragment; no ssh, no directory is left."""
+    before = tunnel_dirs()
+    message = connect_fails(shell, capsys, line)
+    for fragment in fragments:
+        assert fragment in message, message
+    assert wait_until(lambda: not ssh_processes() and not keepers(), 5)
+    assert not tunnel_dirs() - before, "a tunnel's directory was left behind"
+    return message
+
+
+@pytest.mark.parametrize("case", ["unknown host", "host key not trusted", "host key changed", "authentication",
+                                  "encrypted key", "connection refused", "remote port closed",
+                                  "forwarding refused", "not an SSH server", "no answer"])
+def test_ssh_failures_are_one_line_each(shell, sshd, classic_server, capsys, tmp_path, case):
+    """Each failure against the real sshd (or a loopback peer that is not one) says what went wrong,
+    in one line naming the host, within seconds."""
+    user, port, key = sshd.user, sshd.port, q(sshd.key)
+    options = SSH_OPTIONS
+    where = f"--port {classic_server.port}"
+    peer = None
+    if case == "unknown host":
+        # the resolver refuses an empty label before sending any query: no traffic leaves the machine
+        line, expect = f"--ssh {user}@unknown-host..invalid --ssh-key {key}", ["unknown SSH host unknown-host..invalid"]
+    elif case in ("host key not trusted", "host key changed"):
+        known = tmp_path / "known_hosts"
+        if case == "host key not trusted":
+            known.write_text("")
+            expect = ["SSH host key of 127.0.0.1 is not trusted yet", f"ssh -p {port} {user}@127.0.0.1"]
+        else:
+            sshd.known_hosts(known, sshd.other_host_key)
+            expect = ["SSH host key of 127.0.0.1 has CHANGED"]
+        options = f'["StrictHostKeyChecking=yes", "UserKnownHostsFile={known}"]'
+        line = f"--ssh {user}@127.0.0.1:{port} --ssh-key {key}"
+    elif case in ("authentication", "encrypted key"):
+        bad = sshd.stranger_key if case == "authentication" else sshd.locked_key
+        line = f"--ssh {user}@127.0.0.1:{port} --ssh-key {q(bad)}"
+        expect = [f"SSH authentication failed for {user}@127.0.0.1:{port} with {bad}"]
+    elif case == "connection refused":
+        closed = free_port()
+        line, expect = f"--ssh {user}@127.0.0.1:{closed} --ssh-key {key}", [f"no SSH server at 127.0.0.1 port {closed}"]
+    elif case == "remote port closed":
+        closed = free_port()
+        line, where = f"--ssh {user}@127.0.0.1:{port} --ssh-key {key}", f"--port {closed}"
+        expect = [f"nothing listens on localhost:{closed} as seen from the SSH host 127.0.0.1"]
+    elif case == "forwarding refused":
+        line = f"--ssh {user}@127.0.0.1:{port} --ssh-key {q(sshd.no_forwarding_key)}"
+        expect = ["the SSH server 127.0.0.1 refuses port forwarding"]
+    elif case == "not an SSH server":
+        peer = Listener(b"HTTP/1.0 400 Bad Request\r\n\r\n", close_after=True)
+        line = f"--ssh {user}@127.0.0.1:{peer.port} --ssh-key {key}"
+        expect = [f"127.0.0.1 port {peer.port} does not speak SSH"]
     else:
-        via = f"{sshd.user}@127.0.0.1:{free_port()} --ssh-key {q(sshd.key)}"
-    message = connect_fails(ssh_shell, capsys, f"--ssh {via} --port {classic_server.port}")
-    assert "ssh" in message and "127.0.0.1" in message, message
-    assert wait_until(lambda: not ssh_children(), 5)
+        peer = Listener()  # accepts and stays silent
+        shell.run_line_magic("config", "RpycMagics.connect_timeout = 1")
+        line, expect = f"--ssh {user}@127.0.0.1:{peer.port} --ssh-key {key}", [
+            f"no answer from the SSH server 127.0.0.1 port {peer.port} within 1 s"]
+    shell.run_line_magic("config", f"RpycMagics.ssh_options = {options}")
+    try:
+        message = ssh_fails(shell, capsys, f"{line} {where}", *expect)
+    finally:
+        if peer is not None:
+            peer.stop()
+    assert message.startswith("cannot connect to ") and " via ssh " in message, message
+    print(case, "->", message)
 
 
-def test_ssh_never_prompts(ssh_shell, sshd, classic_server, capsys, tmp_path):
+def test_ssh_never_prompts(ssh_shell, sshd, classic_server, capsys, tmp_path, monkeypatch):
     """BatchMode: an encrypted key is skipped, not a passphrase prompt that would hang a kernel."""
-    from plumbum import local  # the ssh client is started by plumbum, with plumbum's copy of the environment
-
     marker = tmp_path / "asked"
     askpass = tmp_path / "askpass"
     askpass.write_text(f"#!/bin/sh\necho \"$@\" >> {q(marker)}\necho wrong-passphrase\n")
     askpass.chmod(0o700)
-    with local.env(SSH_ASKPASS=str(askpass), SSH_ASKPASS_REQUIRE="force", DISPLAY=":0"):
-        connect_fails(
-            ssh_shell, capsys,
-            f"--ssh {sshd.user}@127.0.0.1:{sshd.port} --ssh-key {q(sshd.locked_key)} --port {classic_server.port}",
-        )
+    for name, setting in (("SSH_ASKPASS", str(askpass)), ("SSH_ASKPASS_REQUIRE", "force"), ("DISPLAY", ":0")):
+        monkeypatch.setenv(name, setting)  # ssh inherits the kernel's environment
+    ssh_fails(ssh_shell, capsys,
+              f"--ssh {sshd.user}@127.0.0.1:{sshd.port} --ssh-key {q(sshd.locked_key)} --port {classic_server.port}",
+              "SSH authentication failed")
     assert not marker.exists(), f"ssh asked for a passphrase: {marker.read_text()!r}"
-    assert wait_until(lambda: not ssh_children(), 5)
 
 
 @pytest.mark.parametrize(
@@ -344,4 +509,4 @@ def test_ssh_never_prompts(ssh_shell, sshd, classic_server, capsys, tmp_path):
 )
 def test_ssh_flag_mistakes(shell, capsys, line, fragment):
     assert fragment in connect_fails(shell, capsys, line)
-    assert not ssh_children()
+    assert not ssh_processes()

@@ -19,7 +19,7 @@ from rpyc.core import vinegar as _vinegar
 from rpyc.core.async_ import AsyncResult, AsyncResultTimeout
 from rpyc.core.netref import asyncreq as _asyncreq
 from rpyc.core.protocol import Connection
-from rpyc.core.stream import SocketStream, TunneledSocketStream
+from rpyc.core.stream import SocketStream
 
 BaseNetref = rpyc.BaseNetref
 RPYC_DIR = os.path.dirname(os.path.abspath(rpyc.__file__))
@@ -395,19 +395,8 @@ class _TimedSocketStream(_ReadTimeout, SocketStream):
     pass
 
 
-class _TimedTunneledSocketStream(_ReadTimeout, TunneledSocketStream):
-    pass
-
-
 def stream_from_socket(sock: socket.socket) -> SocketStream:
     return _TimedSocketStream(sock)
-
-
-def tunneled_stream(sock: socket.socket, tunnel: Any) -> SocketStream:
-    """A stream whose close also closes ``tunnel`` (anything with a ``close()``)."""
-    stream = _TimedTunneledSocketStream(sock)
-    stream.tun = tunnel
-    return stream
 
 
 def set_read_timeout(stream: Any, seconds: Optional[float]) -> None:

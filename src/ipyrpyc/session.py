@@ -22,7 +22,8 @@ from .helper import OutputSink, RemoteExecute, RemoteHelper
 from .records import Record
 from .server import EmbeddedServer
 from .text import first_line
-from .transport import SshTunnel, Target, local_stream, tcp_stream
+from .ssh import SshError, SshTunnel
+from .transport import Target, local_stream, ssh_tunnel, tcp_stream
 
 # One round trip: what %rpyc_connect and %rpyc_connections show of a server without the helper.
 _INFO_EXPR = (
@@ -119,15 +120,22 @@ class Session:
         """A new rpyc connection to the target (the handshake bounded by connect_timeout)."""
         t = self.target
         config = {"sync_request_timeout": t.connect_timeout}
+        said = 0
         try:
             if t.embedded:
                 assert self.server is not None and self.server.address is not None
                 stream = local_stream(self.server.address, t.connect_timeout)
             elif t.ssh:
-                if self._tunnel is not None:
-                    self._tunnel.close()
-                self._tunnel = SshTunnel(t)
-                stream = self._tunnel.stream
+                if self._tunnel is None or not self._tunnel.alive():
+                    if self._tunnel is not None:
+                        self._tunnel.close()
+                    self._tunnel = None
+                    self._tunnel = ssh_tunnel(t)
+                said = len(self._tunnel.lines())
+                try:
+                    stream = _rpyc.stream_from_socket(self._tunnel.connect(t.connect_timeout))
+                except SshError as e:
+                    raise ConnectError(f"cannot connect to {self.address}: {e}") from None
             else:
                 stream = tcp_stream(t)
             _rpyc.set_read_timeout(stream, t.connect_timeout)  # a half-sent frame must not hang us
@@ -135,6 +143,11 @@ class Session:
                 conn = connect_stream(stream, service=service, config=config)
             except BaseException as e:
                 stream.close()
+                if t.ssh and self._tunnel is not None and isinstance(e, (OSError, EOFError)):
+                    # the far end of the tunnel refused: ssh says why as it closes our connection
+                    reason = self._tunnel.reason_for_closed(said)
+                    if reason is not None:
+                        raise ConnectError(f"cannot connect to {self.address}: {reason}") from None
                 if t.ssl and isinstance(e, (OSError, EOFError)) and not isinstance(e, TimeoutError):
                     # TLS 1.3: the server judges our certificate after our side of the handshake is
                     # done, so its "no" comes as an alert or, racing our first request, a bare EOF/reset.

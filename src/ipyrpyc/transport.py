@@ -1,10 +1,9 @@
-"""Where a connection goes and how the bytes get there: TCP, SSL, an SSH tunnel, or the
-embedded server's private Unix socket.  Every failure is a one-line ``ConnectError``."""
+"""Where a connection goes and how the bytes get there: TCP, SSL, a private SSH tunnel
+(:mod:`.ssh`), or the embedded server's private Unix socket.  Every failure is a one-line ``ConnectError``."""
 
 from __future__ import annotations
 
 import dataclasses
-import math
 import os
 import socket
 import ssl
@@ -13,6 +12,7 @@ from typing import Any, List, Optional, Sequence, Tuple, Union
 from . import _rpyc
 from .arguments import DEFAULT_PORT, DEFAULT_SSL_PORT, format_hostport, parse_address, parse_port
 from .errors import ConnectError
+from .ssh import SshError, SshTunnel
 from .text import first_line
 
 
@@ -160,36 +160,13 @@ def ssl_context(target: Target) -> ssl.SSLContext:
     return ctx
 
 
-class SshTunnel:
-    """rpyc's plumbum tunnelling: a local port on 127.0.0.1 forwarded by ``ssh`` to the target."""
-
-    def __init__(self, target: Target) -> None:
-        from plumbum.machines.ssh_machine import SshMachine
-
-        user, _, hostport = (target.ssh or "").rpartition("@")
-        ssh_host, ssh_port = parse_address(hostport)
-        _check_file("--ssh-key", target.ssh_key)
-        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={max(1, math.ceil(target.connect_timeout))}"]
-        for option in target.ssh_options:
-            opts += ["-o", option]
-        try:
-            self.machine = SshMachine(ssh_host, user=user or None, port=ssh_port, keyfile=target.ssh_key,
-                                      ssh_opts=opts, connect_timeout=target.connect_timeout)
-        except Exception as e:
-            raise ConnectError(f"cannot reach {ssh_host} over ssh: {first_line(e)}") from None
-        try:
-            with socket.socket() as probe:
-                probe.bind(("127.0.0.1", 0))
-                local_port = probe.getsockname()[1]
-            self.tunnel = self.machine.tunnel(local_port, target.effective_port, dhost=target.host or "localhost")
-            sock = socket.create_connection(("127.0.0.1", local_port), target.connect_timeout)
-        except BaseException:
-            self.machine.close()
-            raise
-        self.stream = _rpyc.tunneled_stream(sock, self.tunnel)
-
-    def close(self) -> None:
-        try:
-            self.machine.close()
-        except Exception:
-            pass
+def ssh_tunnel(target: Target) -> SshTunnel:
+    """A private SSH tunnel to the target (see :mod:`.ssh`); failures are one-line ``ConnectError``."""
+    user, _, hostport = (target.ssh or "").rpartition("@")
+    ssh_host, ssh_port = parse_address(hostport)
+    _check_file("--ssh-key", target.ssh_key)
+    try:
+        return SshTunnel(user or None, ssh_host, ssh_port, target.host or "localhost", target.effective_port,
+                         key=target.ssh_key, options=target.ssh_options, connect_timeout=target.connect_timeout)
+    except SshError as e:
+        raise ConnectError(f"cannot connect to {target.describe()}: {e}") from None

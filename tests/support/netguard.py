@@ -8,8 +8,8 @@ While installed, in this process:
 - connecting an IPv4/IPv6 socket to an address that is not loopback is refused and recorded
   in ``violations`` (Unix sockets, the embedded server's, pass);
 - starting a program is refused and recorded in ``violations`` unless it is the embedded
-  server, ``uname -p`` (plumbum asks it once) or an ``ssh`` to a loopback host with only
-  the options ipyrpyc passes.
+  server, ``uname -p``, or an ``ssh`` (or the keeper of an SSH tunnel running one) to a
+  loopback host with only the options ipyrpyc passes.
 
 A test fails on any violation; whether a refused name is acceptable depends on the test
 (magics must report it as a UsageError; a remote cell should never look one up).
@@ -27,7 +27,10 @@ import sys
 from typing import Any, Dict, List
 
 SSH_OPTIONS_WITH_VALUE = {"-p", "-i", "-o"}
-SSH_ALLOWED_O = ("BatchMode=", "ConnectTimeout=")
+SSH_ALLOWED_O = ("BatchMode=", "ConnectTimeout=", "ExitOnForwardFailure=yes", "StreamLocalBindMask=0177",
+                 "StreamLocalBindUnlink=no", "ControlMaster=no", "ControlPath=none", "ServerAliveInterval=",
+                 "ServerAliveCountMax=", "IdentitiesOnly=yes")
+SSH_FORWARD = "-L"  # its value: our private socket and where it leads, as seen from the (loopback) SSH host
 
 
 def is_loopback(host: Any) -> bool:
@@ -120,14 +123,18 @@ class NetworkGuard:
         argv = shlex.split(args) if isinstance(args, str) else [os.fsdecode(a) for a in args]
         if argv[:4] == [sys.executable, "-m", "ipyrpyc", "server"] or argv == ["uname", "-p"]:
             return
+        if argv[:3] == [sys.executable, "-m", "ipyrpyc.ssh"] and "--" in argv:
+            argv = argv[argv.index("--") + 1:]  # the keeper of an SSH tunnel: judge the ssh it runs
         if argv and os.path.basename(argv[0]) == "ssh":
             rest = iter(argv[1:])
             for token in rest:
-                if token in SSH_OPTIONS_WITH_VALUE:
+                if token == SSH_FORWARD:
+                    next(rest, "")
+                elif token in SSH_OPTIONS_WITH_VALUE:
                     value = next(rest, "")
                     if token == "-o" and not value.startswith(SSH_ALLOWED_O):
                         break
-                elif token == "-T":
+                elif token in ("-T", "-N", "--"):
                     continue
                 elif not token.startswith("-") and is_loopback(token.rpartition("@")[2]):
                     return  # the destination: loopback
