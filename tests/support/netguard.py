@@ -8,7 +8,7 @@ While installed, in this process:
 - connecting an IPv4/IPv6 socket to an address that is not loopback is refused and recorded
   in ``violations`` (Unix sockets, the embedded server's, pass);
 - starting a program is refused and recorded in ``violations`` unless it is the embedded
-  server, ``uname -p``, or an ``ssh`` (or the keeper of an SSH tunnel running one) to a
+  server, or an ``ssh`` (or the keeper of an SSH tunnel running one) to a
   loopback host with only the options ipyrpyc passes.
 
 A test fails on any violation; whether a refused name is acceptable depends on the test
@@ -121,7 +121,7 @@ class NetworkGuard:
 
     def _check_program(self, args: Any) -> None:
         argv = shlex.split(args) if isinstance(args, str) else [os.fsdecode(a) for a in args]
-        if argv[:4] == [sys.executable, "-m", "ipyrpyc", "server"] or argv == ["uname", "-p"]:
+        if argv[:4] == [sys.executable, "-m", "ipyrpyc", "server"]:
             return
         if argv[:3] == [sys.executable, "-m", "ipyrpyc.ssh"] and "--" in argv:
             argv = argv[argv.index("--") + 1:]  # the keeper of an SSH tunnel: judge the ssh it runs

@@ -171,17 +171,21 @@ class StockServer:
     """
 
     def __init__(self, *extra: str, host: str = "127.0.0.1", port: int = 0, stdout: Optional[Path] = None,
-                 keep_log: bool = False, startup_timeout: float = STARTUP_TIMEOUT) -> None:
+                 keep_log: bool = False, startup_timeout: float = STARTUP_TIMEOUT,
+                 python: str = sys.executable) -> None:
         """``host``: a loopback address (``::1`` adds ``--ipv6``); ``stdout``: a file for the server's
-        own (unbuffered) output, else it is discarded; ``keep_log``: keep its log for :meth:`log_text`."""
-        exe = shutil.which("rpyc_classic", path=os.path.dirname(sys.executable)) or shutil.which("rpyc_classic")
+        own (unbuffered) output, else it is discarded; ``keep_log``: keep its log for :meth:`log_text`;
+        ``python``: the interpreter, whose environment's ``rpyc_classic`` runs."""
+        exe = shutil.which("rpyc_classic", path=os.path.dirname(python))
+        if not exe and python == sys.executable:
+            exe = shutil.which("rpyc_classic")
         if not exe:
-            raise RuntimeError("rpyc_classic is not installed in this environment")
+            raise RuntimeError(f"rpyc_classic is not installed beside {python}")
         ipv6 = ["--ipv6"] if ":" in host else []
         out = open(stdout, "ab") if stdout is not None else subprocess.DEVNULL
         try:
             self.proc = subprocess.Popen(
-                [sys.executable, exe, "--host", host, *ipv6, "--port", str(port), *extra],
+                [python, exe, "--host", host, *ipv6, "--port", str(port), *extra],
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
                 stdin=subprocess.DEVNULL,
                 stdout=out,
