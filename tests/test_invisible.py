@@ -157,6 +157,8 @@ def broken_showtraceback(ip) -> Any:
         with capture_output():
             result = ip.run_cell("1/0", store_history=False)
         return type(result.error_in_exec).__name__
+    except Exception as e:  # older IPython (8.6 here) lets the hook's error out of run_cell
+        return f"run_cell raised {type(e).__name__}: {e}"
     finally:
         if saved is None:
             del ip.showtraceback

@@ -24,6 +24,7 @@ from ipyrpyc.tracebacks import CHAIN_MESSAGES
 from tests.support.kernels import ANSI, Kernel, ok, run
 from tests.support.counting import KERNEL_IMPORT
 from tests.support.processes import StockServer, pid_alive, wait_until
+from tests.test_server_pythons import server_pythons
 
 PLUMBING = (  # nothing of rpyc's or ipyrpyc's own may reach a user's traceback
     "rpyc/core", "site-packages/rpyc", "ipyrpyc/", "Derived", "_get_exception_class",
@@ -220,13 +221,26 @@ def test_error_in_a_local_callback_the_server_called(lab):
 
 
 def test_exception_group(lab):
-    ok(lab, "conn.execute('def grouped():\\n"
-            "    raise ExceptionGroup(\"grp\", [ValueError(\"a\"), TypeError(\"b\")])\\n')")
-    _, text = failed(lab, "conn.namespace['grouped']()", "ExceptionGroup", "grp")
-    assert_in_order(text, "Remote traceback (embedded server", "raise ExceptionGroup(", "ValueError: a",
-                    "TypeError: b", "conn.namespace['grouped']()")
-    assert "BaseExceptionGroup.__new__" not in text
-    assert_clean(text)
+    """From a server that has ExceptionGroup (Python 3.11+): the embedded one where the kernel's
+    Python has it, else a stock server on the newest server Python (the client rebuilds the group)."""
+    server = None
+    name, where = "conn", "embedded server"
+    try:
+        if sys.version_info < (3, 11):
+            server = StockServer(python=server_pythons()[-1][1])
+            name, where = "grp", server.address
+            ok(lab, f"%rpyc_connect {server.address} --name grp --no-inject")
+        ok(lab, f"{name}.execute('def grouped():\\n"
+                "    raise ExceptionGroup(\"grp\", [ValueError(\"a\"), TypeError(\"b\")])\\n')")
+        _, text = failed(lab, f"{name}.namespace['grouped']()", "ExceptionGroup", "grp")
+        assert_in_order(text, f"Remote traceback ({where}", "raise ExceptionGroup(", "ValueError: a",
+                        "TypeError: b", f"{name}.namespace['grouped']()")
+        assert "BaseExceptionGroup.__new__" not in text
+        assert_clean(text)
+    finally:
+        if server is not None:
+            ok(lab, "%rpyc_disconnect grp")
+            server.stop()
 
 
 # -- round trips --------------------------------------------------------------------------------

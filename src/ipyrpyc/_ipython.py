@@ -1,5 +1,5 @@
 """The one place that knows IPython's internals and the differences between its versions
-(IPython 8.6 and newer; the differences that matter are marked with the version)."""
+(IPython 8.15 and newer; the differences that matter are marked with the version)."""
 
 from __future__ import annotations
 
@@ -34,22 +34,15 @@ def completion_result(origin: str, fragment: str, matches: Iterable[str], kind: 
 
 
 def oinfo(found: bool, obj: Any, namespace: Optional[str]) -> Any:
-    """What ``InteractiveShell._ofind`` returns: ``OInfo`` (IPython 8.12+) or a dict before."""
-    fields = dict(ismagic=False, isalias=False, found=found, obj=obj, namespace=namespace, parent=None)
-    try:
-        from IPython.core.oinspect import OInfo
-    except ImportError:
-        return fields
-    return OInfo(**fields)
+    """What ``InteractiveShell._ofind`` returns (an ``OInfo``)."""
+    from IPython.core.oinspect import OInfo
+
+    return OInfo(ismagic=False, isalias=False, found=found, obj=obj, namespace=namespace, parent=None)
 
 
 def find_parts(shell: Any, oname: str) -> Tuple[bool, List[str]]:
-    """``_ofind``'s split of ``a.b[0].c``; plain dotted names on IPython before 8.12."""
-    finder = getattr(shell, "_find_parts", None)
-    if finder is not None:
-        return finder(oname)
-    parts = oname.split(".")
-    return all(p.isidentifier() for p in parts), parts
+    """``_ofind``'s split of ``a.b[0].c``."""
+    return shell._find_parts(oname)
 
 
 def namespaces(shell: Any) -> List[Tuple[str, Dict[str, Any]]]:

@@ -228,16 +228,23 @@ def unloadable_exception_class(module: str, name: str) -> type:
 
 
 def _rebuild_unloadable(raw: Any) -> Optional[BaseException]:
-    """rpyc 6 cannot rebuild exception groups (their __new__ needs arguments)."""
+    """rpyc 6 cannot rebuild exception groups (their __new__ needs arguments), and names a
+    built-in type this Python lacks ``builtins.X`` (ExceptionGroup before Python 3.11)."""
     try:
         (modname, clsname), args, attrs, tbtext = raw
     except Exception:
         return None
     cls = unloadable_exception_class(modname, clsname)
     exc = cls.__new__(cls)
-    exc.args = (args[0],) if args and isinstance(args[0], str) else tuple(args)  # a group's message
+    group = clsname.endswith("ExceptionGroup") and args and isinstance(args[0], str)
+    exc.args = (args[0],) if group else tuple(args)  # a group's message; its members are in the traceback
     exc._remote_tb = tbtext
     return exc
+
+
+def _missing_builtin(exc: BaseException) -> bool:
+    """rpyc's stand-in for a built-in exception type this Python does not have."""
+    return isinstance(exc, _vinegar.GenericException) and type(exc).__name__.startswith("builtins.")
 
 
 def unbox_exc_with(conn: Any, on_exception: Callable[[BaseException], None]) -> Callable[[Any], Any]:
@@ -253,6 +260,9 @@ def unbox_exc_with(conn: Any, on_exception: Callable[[BaseException], None]) -> 
             exc = _rebuild_unloadable(raw)
             if exc is None:
                 raise
+        else:
+            if isinstance(exc, BaseException) and _missing_builtin(exc):
+                exc = _rebuild_unloadable(raw) or exc
         if isinstance(exc, BaseException):
             try:
                 on_exception(exc)

@@ -53,6 +53,11 @@ class RunMagics(MagicsPart):
         check_timeout(args.timeout)
         if "\0" in cell:
             raise UsageError("the cell contains a null character (\\x00), which Python source cannot contain")
+        try:
+            cell.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise UsageError(f"the cell contains {cell[e.start]!r}, a lone surrogate, which UTF-8 source cannot "
+                             "contain") from None
         trees = {}
         for name in push:
             if name not in self.shell.user_ns:

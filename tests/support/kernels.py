@@ -220,7 +220,23 @@ def run(kernel: Kernel, code: str, timeout: float = RUN_TIMEOUT, *,
     for the run so far; ``during(t)`` is called with the seconds since the start while waiting
     (a fault to inject); ``answers`` are typed, in order, at input requests (pdb prompts).
     Raises TimeoutError when the kernel is not idle within ``timeout`` seconds.
+
+    ipykernel before 7 may abort (not run) a request that arrives right after a cell's error:
+    it stops aborting the queue a moment after that error's reply and idle.  Such a request,
+    which no code saw, is sent again once.
     """
+    kw: Dict[str, Any] = dict(interrupt_after=interrupt_after, during=during, answers=answers, silent=silent,
+                              user_expressions=user_expressions)
+    res = _run_once(kernel, code, timeout, **kw)
+    if res.status == "aborted" and not res.errors and not res.streams:
+        res = _run_once(kernel, code, timeout, **kw)
+    return res
+
+
+def _run_once(kernel: Kernel, code: str, timeout: float, *,
+              interrupt_after: Union[None, float, Callable[[Run], bool]],
+              during: Optional[Callable[[float], None]], answers: Optional[List[str]],
+              silent: bool, user_expressions: Optional[Dict[str, str]]) -> Run:
     kc = kernel.kc
     res = Run(code)
     answers = list(answers) if answers is not None else None
