@@ -277,7 +277,8 @@ def check_02(run: Run) -> None:
     pulled = result(run.cell("type(summary), type(sample)"))
     assert pulled.startswith("(dict, numpy.ndarray, (5, 3), dtype('float64'), "), pulled
     refused = text(run.cell("--pull table"))
-    assert refused.startswith("UsageError: --pull table: pandas.DataFrame is not plain data"), refused
+    # pandas 2 and newer name the class pandas.DataFrame, pandas 1.5 pandas.core.frame.DataFrame
+    assert re.match(r"UsageError: --pull table: pandas\.(core\.frame\.)?DataFrame is not plain data", refused), refused
     assert "--trust" in refused
     # one request per display with ipyrpyc; what plain rpyc costs
     shown = value(run.cell("shown = {}"))

@@ -242,9 +242,16 @@ def _rebuild_unloadable(raw: Any) -> Optional[BaseException]:
     return exc
 
 
+# Built-in exception types of newer Pythons (3.10: EncodingWarning, 3.11: the groups, 3.13:
+# PythonFinalizationError).  Classes a server made with exec() are "builtins." too: they keep that.
+NEWER_BUILTINS = {"EncodingWarning", "BaseExceptionGroup", "ExceptionGroup", "PythonFinalizationError"}
+
+
 def _missing_builtin(exc: BaseException) -> bool:
-    """rpyc's stand-in for a built-in exception type this Python does not have."""
-    return isinstance(exc, _vinegar.GenericException) and type(exc).__name__.startswith("builtins.")
+    """rpyc's stand-in for a built-in exception type of a newer Python than this one."""
+    name = type(exc).__name__
+    return (isinstance(exc, _vinegar.GenericException) and name.startswith("builtins.")
+            and name[len("builtins."):] in NEWER_BUILTINS)
 
 
 def unbox_exc_with(conn: Any, on_exception: Callable[[BaseException], None]) -> Callable[[Any], Any]:
