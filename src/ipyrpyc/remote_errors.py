@@ -22,7 +22,7 @@ from .patches import Patches
 from .records import Record
 from .registry import Registry
 from .text import inert
-from .tracebacks import CHAIN_MESSAGES, RemoteTraceback, parse, split_exception_line
+from .tracebacks import CHAIN_MESSAGES, RemoteTraceback, parse, set_source_line, split_exception_line
 
 MODES = ("both", "remote", "local", "raw")
 _OUR_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -200,7 +200,7 @@ class Renderer:
         lines = _rpyc.fetch_source_lines(conn, [(f.filename, f.lineno) for f in missing])
         for frame, line in zip(missing, lines or ()):
             if line:
-                frame._line = inert(line.strip())  # FrameSummary keeps its text in _line
+                set_source_line(frame, inert(line.strip()))
 
 
 class TracebackHook:

@@ -48,6 +48,16 @@ class RemoteTraceback:
 _MAX_NESTING = 32  # callbacks within callbacks; deeper text is kept verbatim (no unbounded recursion)
 
 
+def set_source_line(frame: traceback.FrameSummary, text: str) -> None:
+    """Give a frame the source line fetched for it.  FrameSummary has no public setter: Python
+    3.13 keeps the text in ``_lines`` (with its dedented copy), earlier Pythons in ``_line``."""
+    if "_lines" in getattr(traceback.FrameSummary, "__slots__", ()):
+        frame._lines = text + "\n"  # type: ignore[attr-defined]
+        frame._lines_dedented = None  # type: ignore[attr-defined]
+    else:
+        frame._line = text  # type: ignore[attr-defined]
+
+
 def parse(text: str, _depth: int = 0) -> RemoteTraceback:
     """Parse rpyc's remote traceback text; never raises."""
     text = inert(text.replace("\r\n", "\n")).replace("\\x0a", "\n").replace("\\x09", "\t")
