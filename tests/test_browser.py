@@ -153,6 +153,7 @@ def test_notebook_01_in_jupyterlab(tmp_path: Path) -> None:
             browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
             page = browser.new_page(viewport={"width": 1280, "height": 900})
             page.set_default_timeout(WAIT_MS)
+            expect.set_options(timeout=WAIT_MS)  # expect() has its own default (5 s), not the page's
             try:
                 page.goto(f"{lab.url}/lab/tree/{NOTEBOOK}?token={lab.token}")
                 expect(page.locator(".jp-Notebook .jp-CodeCell")).to_have_count(lab.code_cells)
