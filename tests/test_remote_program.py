@@ -255,3 +255,24 @@ def wait(predicate, timeout=5.0):
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def test_starting_with_modules_and_live_output_costs_two_requests_and_no_inspect(pair):
+    """The first request describes the modules' netref classes (what rpyc's inspect request would
+    answer), the second starts the program with the sink in place: no request per module."""
+    from ipyrpyc.wire import RequestCounter
+
+    said = []
+    with RequestCounter(pair) as rc:
+        helper, modules = RemoteHelper.install(pair, ["os", "sys", "no_such_module"],
+                                               lambda name, text: said.append((name, text)))
+    assert rc.handlers == ["call", "call"], rc.handlers
+    assert modules["no_such_module"].startswith("ModuleNotFoundError")
+    # the classes are the ones rpyc builds from its own inspect request
+    id_pack = object.__getattribute__(modules["os"], "____id_pack__")
+    inspected = dict(pair.sync_request(rpyc.core.consts.HANDLE_INSPECT, id_pack))
+    assert inspected and set(inspected) <= set(vars(type(modules["os"])))
+    assert modules["os"].getpid() == os.getpid() and modules["sys"].maxsize == sys.maxsize
+    # live output is routed from the start: a print made while serving this connection comes here
+    helper.execute("print('hello')", "<pair.execute-1>", pair.namespace)
+    assert wait(lambda: ("stdout", "hello") in said), said

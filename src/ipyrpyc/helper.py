@@ -23,13 +23,27 @@ class RemoteHelper:
         self.python, self.pid, self.host, self.connection_id = facts
         self.functions = functions
         self.on_give_up = on_give_up
+        self._begin: Any = None
 
     @classmethod
-    def install(cls, conn: Any, module_names: Sequence[str] = ()) -> Tuple["RemoteHelper", Dict[str, Any]]:
-        """Send the server program and start it: one round trip.  Returns the helper and the
-        requested modules (a netref, or the text of the error importing it)."""
-        facts, imported, functions = conn.eval(remote.bootstrap(module_names))
-        return cls(tuple(facts), dict(functions)), dict(imported)
+    def install(cls, conn: Any, module_names: Sequence[str] = (),
+                sink: Optional[Callable[[str, str], None]] = None) -> Tuple["RemoteHelper", Dict[str, Any]]:
+        """Send the server program and start it.  Returns the helper and the requested modules
+        (a netref, or the text of the error importing it).
+
+        One request; two with modules or a ``sink`` for live output (``write(name, text)``):
+        the first also describes the modules' netref classes, so that their netrefs cost no
+        inspect request each, the second starts the program with the sink in place.
+        """
+        if not module_names and sink is None:
+            facts, imported, functions = conn.eval(remote.bootstrap())
+            return cls(tuple(facts), dict(functions)), dict(imported)
+        classes, begin = conn.eval(remote.bootstrap(module_names, staged=True))
+        with _rpyc.known_netref_classes(conn, classes):
+            facts, imported, functions = begin(sink)
+        helper = cls(tuple(facts), dict(functions))
+        helper._begin = begin  # kept: dropping it now would cost a message
+        return helper, dict(imported)
 
     def call(self, name: str, *args: Any, timeout: Optional[float], what: str = "a helper call") -> Any:
         result = rpyc.async_(self.functions[name])(*args)
@@ -85,7 +99,8 @@ class RemoteExecute:
     ``linecache``, so remote tracebacks show the source (a stock server compiles it as
     ``<string>``, with no source anywhere). One round trip, like the original."""
 
-    def __init__(self, namespace: Any, name: str, helper: RemoteHelper) -> None:
+    def __init__(self, namespace: Any, name: str, helper: RemoteHelper, stock: Any = None) -> None:
+        self.stock = stock  # rpyc's own execute, kept: dropping its netref would send a message
         self.namespace = namespace
         self.name = name
         self.helper = helper
