@@ -208,6 +208,22 @@ def serve_until(conn: Any, done: Callable[[], bool], timeout: float) -> bool:
     return True
 
 
+def wait_readable(conns: Iterable[Any], seconds: float) -> None:
+    """Wait at most ``seconds`` until one of the connections has something to read (or was
+    closed); no round trip.  For serving many connections from one thread."""
+    socks = []
+    for conn in conns:
+        sock = socket_of(conn)
+        if sock is None or sock.fileno() < 0:
+            return  # closed: its caller finds out at once
+        pending = getattr(sock, "pending", None)  # TLS: decrypted bytes the socket does not show
+        if pending is not None and pending() > 0:
+            return
+        socks.append(sock)
+    if socks:
+        select.select(socks, [], [], seconds)
+
+
 def result_arrived(result: Any) -> bool:
     """Whether an AsyncResult holds a reply (as opposed to having expired)."""
     return bool(result._is_ready)

@@ -46,9 +46,17 @@ class RemoteHelper:
         return helper, dict(imported)
 
     def call(self, name: str, *args: Any, timeout: Optional[float], what: str = "a helper call") -> Any:
+        return self.finish(self.start(name, *args, timeout=timeout), what)
+
+    def start(self, name: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        """Send a call without waiting for it: rpyc's ``AsyncResult`` (expiring after ``timeout``)."""
         result = rpyc.async_(self.functions[name])(*args)
         if timeout is not None:
             result.set_expiry(timeout)
+        return result
+
+    def finish(self, result: Any, what: str = "a helper call") -> Any:
+        """The value of a call :meth:`start` sent (waits for it)."""
         try:
             return result.value
         except BaseException:
@@ -113,9 +121,15 @@ class RemoteExecute:
 
 
 class OutputSink:
-    """Where the server sends this connection's stdout and stderr: the calling cell."""
+    """Where the server sends this connection's stdout and stderr: the calling cell
+    (through ``redirect`` while set: a group's cell labels each member's output)."""
+
+    def __init__(self) -> None:
+        self.redirect: Optional[Callable[[str, str], None]] = None
 
     def write(self, name: str, text: str) -> None:
+        if self.redirect is not None:
+            return self.redirect(name, text)
         stream = sys.stderr if name == "stderr" else sys.stdout
         stream.write(text)
         stream.flush()

@@ -76,6 +76,10 @@ def start(modules, sink, module_names, imported=None):
     def push(namespace, name, tree):
         namespace[name] = codec.rebuild(tree)
 
+    def call(source, filename, name, namespace, args, kwargs, items):
+        rebuilt = codec.rebuild(items) if items is not None else None
+        return runner.call(source, filename, name, namespace, codec.rebuild(args), codec.rebuild(kwargs), rebuilt)
+
     functions = (
         ("display", objects.display),
         ("complete", objects.complete),
@@ -85,6 +89,7 @@ def start(modules, sink, module_names, imported=None):
         ("run_cell", runner.run_cell),
         ("pull", pull),
         ("push", push),
+        ("call", call),
         ("route", route),
         ("interrupt", serving.interrupt),
         ("debug", lambda readline, write: serving.debug(served, readline, write)),
