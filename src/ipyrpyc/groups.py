@@ -509,6 +509,11 @@ class Group(Mapping):
         """The members still open, in member order."""
         return [s for s in self._sessions.values() if self._is_open(s)]
 
+    @property
+    def addresses(self) -> Dict[str, str]:
+        """Member name -> where it is connected (``host:port``)."""
+        return {s.name: s.address for s in self.sessions}
+
     def __getitem__(self, name: str) -> Any:
         session = self._sessions.get(name)
         if session is None or not self._is_open(session):

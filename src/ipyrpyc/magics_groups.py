@@ -289,7 +289,8 @@ class GroupMagics(MagicsPart):
     # -- %%rpyc GROUP / a,b,c / --all -----------------------------------------------------------
     def wants(self, args: argparse.Namespace) -> bool:
         """Whether a ``%%rpyc`` cell is for several connections."""
-        return bool(args.all) or (args.name is not None and ("," in args.name or args.name in self.groups))
+        name = args.name
+        return bool(args.all) or (name is not None and ("," in name or name not in self.registry.sessions))
 
     def members(self, args: argparse.Namespace) -> List[Session]:
         """The sessions a ``%%rpyc`` cell runs on: a group's, those named ``a,b,c``, or all."""
