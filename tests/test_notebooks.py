@@ -42,6 +42,7 @@ LEFT_RUNNING: Dict[str, List[str]] = {
     "01-netrefs-and-exceptions.ipynb": ["embedded server"],
     "02-remote-data-inspection.ipynb": [],
     "03-connections-and-safety.ipynb": [],
+    "04-many-servers.ipynb": [],
 }
 
 # The cells tagged raises-exception, in order: (text in the cell's source, expected ename).
@@ -63,6 +64,10 @@ EXPECTED_ERRORS: Dict[str, List[Tuple[str, str]]] = {
         ('conn.namespace["reach_back"]', "TypeError"),
         ("--name by_ip", "UsageError"),
         ("--name no_ca", "UsageError"),
+    ],
+    "04-many-servers.ipynb": [
+        ("calibrated = raw / gain", "GroupError"),
+        ("except the one that went away", "GroupError"),
     ],
 }
 
@@ -353,10 +358,50 @@ def check_03(run: Run) -> None:
     assert "Disconnected conn" in done and "Disconnected lab" in done and "Disconnected secure" in done
 
 
+def check_04(run: Run) -> None:
+    rows = result(run.cell("servers = %rpyc_discover")).splitlines()
+    assert rows[0].split() == ["host", "port", "answers", "latency"] and len(rows) == 6, rows
+    assert all(re.fullmatch(r"127\.0\.0\.1 +\d+ +yes +\d+\.\d ms", r) for r in rows[2:]), rows
+    assert html_table(mime(run.cell("servers = %rpyc_discover"), "text/html"))[0] == ["host", "port", "answers",
+                                                                                      "latency"]
+    assert text(run.cell("--tcp --group lab")).startswith("Connected 4 of 4 members of lab in ")
+    assert result(run.cell("lab")).startswith("<rpyc group lab: lab1 (127.0.0.1:")
+    for name in ("lab1", "lab2", "lab3", "lab4"):
+        assert table_row(run.cell("%rpyc_connections"), name).endswith(" no       lab")
+    cell = run.cell("time.sleep(1)\nraw = 20")
+    shown = text(cell)
+    for name in ("lab1", "lab2", "lab3", "lab4"):
+        assert re.search(rf"^\[stdout:{name}\]\nreading on pid \d+$", shown, re.M), shown
+    assert [line.split()[0] for line in result(cell).splitlines()] == ["lab1", "lab2", "lab3", "lab4"]
+    assert sorted(value(run.cell("dict(_rpyc_results)"))) == ["lab1", "lab2", "lab3", "lab4"]
+    failed = error(run.cell("calibrated = raw / gain"))
+    m = re.fullmatch(r"1 of 4 members failed the cell: (lab\d)", failed.evalue)
+    assert m, failed.evalue
+    shown = ANSI.sub("", "\n".join(failed.traceback))
+    assert shown.startswith(f"[{m.group(1)}:execute]:\nRemote traceback (127.0.0.1:"), shown
+    assert "calibrated = raw / gain" in shown and "ZeroDivisionError: float division by zero" in shown, shown
+    table = result(run.cell("_rpyc_results"))
+    assert f"{m.group(1)}  <failed: ZeroDivisionError: float division by zero>" in table, table
+    assert "ZeroDivisionError" in result(run.cell("_rpyc_results.errors"))
+    alarm = value(run.cell("alarm"))
+    assert sorted(alarm) == ["lab1", "lab2", "lab3", "lab4"] and {type(v) for v in alarm.values()} == {bool}
+    mapped = value(run.cell("lab.map(scaled, range(8))"))
+    assert [x for x, _ in mapped] == [0, 10, 20, 30, 40, 50, 60, 70] and len({pid for _, pid in mapped}) == 4
+    lost = error(run.cell("except the one that went away"))
+    assert lost.evalue == "1 of 4 members failed the cell: lab2", lost.evalue
+    assert "[lab2:execute]:\nConnectionLostError: the connection 'lab2' to 127.0.0.1:" in ANSI.sub(
+        "", "\n".join(lost.traceback))
+    assert text(run.cell("%rpyc_reconnect lab")).startswith("Reconnected 1 of the 1 lost members of lab: lab2 ")
+    gains = result(run.cell('%%rpyc lab\nimport os\nos.environ["SENSOR_GAIN"]'))
+    assert sorted(line.split()[1] for line in gains.splitlines()) == ["'0.0'", "'0.5'", "'1.0'", "'2.0'"], gains
+    assert text(run.cell("%rpyc_disconnect lab")).startswith("Disconnected group lab (lab1, lab2, lab3, lab4)")
+
+
 CHECKS: Dict[str, List[Callable[[Run], None]]] = {
     "01-netrefs-and-exceptions.ipynb": [check_01],
     "02-remote-data-inspection.ipynb": [check_02, check_02_costs],
     "03-connections-and-safety.ipynb": [check_03],
+    "04-many-servers.ipynb": [check_04],
 }
 
 
