@@ -220,7 +220,14 @@ def wait_readable(conns: Iterable[Any], seconds: float) -> None:
         if pending is not None and pending() > 0:
             return
         socks.append(sock)
-    if socks:
+    if not socks:
+        return
+    if hasattr(select, "poll"):  # no FD_SETSIZE limit: a kernel may hold over 1024 descriptors
+        poller = select.poll()
+        for sock in socks:
+            poller.register(sock, select.POLLIN)
+        poller.poll(seconds * 1000)
+    else:
         select.select(socks, [], [], seconds)
 
 

@@ -35,6 +35,7 @@ from .text import first_line
 
 CONNECT_THREADS = 32  # sessions opened at the same time
 POLL_SECONDS = 0.05  # longest wait between two looks at the members while nothing arrives
+MESSAGES_PER_LOOK = 100  # messages served for one member before the next member's turn
 
 
 def member_names(group: str, count: int) -> List[str]:
@@ -319,11 +320,25 @@ def _take(call: Call) -> None:
         call.error = e
 
 
+def _serve(conn: Any, most: int) -> None:
+    """Serve up to ``most`` messages that already arrived (replies, and the server's requests:
+    live output); EOFError when the connection ended."""
+    for _ in range(most):
+        if not conn.poll(0):
+            return
+
+
 def _look(call: Call) -> str:
     """Serve what arrived for one member; ``running``, ``done`` or ``expired``."""
     conn = call.conn
+    ended = False
     try:
-        conn.poll_all(0)  # replies, and the server's requests: live output
+        _serve(conn, MESSAGES_PER_LOOK)
+        if not _rpyc.result_arrived(call.result) and (_rpyc.is_closed(conn) or _rpyc.peer_closed(conn)):
+            ended = True
+            _serve(conn, 100_000)  # what the server sent before it went away comes first
+    except EOFError:
+        ended = True
     except Exception as e:  # rpyc could not make sense of what the server sent
         try:
             conn.close()
@@ -334,7 +349,7 @@ def _look(call: Call) -> str:
     if _rpyc.result_arrived(call.result):
         _take(call)
         return "done"
-    if _rpyc.is_closed(conn) or _rpyc.peer_closed(conn):
+    if ended or _rpyc.is_closed(conn):
         call.error = call.guard.lost(None)
         return "done"
     if call.result.expired:
