@@ -294,8 +294,13 @@ def gather(calls: Sequence[Call], send: Callable[[Call], Any], timeout: Optional
                         f"({_where(call)}); {timeout_hint}")
     except KeyboardInterrupt:
         _abandon(running, "the interrupted call")
-        for call in running:
-            if call.result is not None and _rpyc.result_arrived(call.result):
+        for call in calls:
+            if call.error is not None or (call.result is not None and call not in running):
+                continue  # failed, or finished before the interrupt
+            if call.result is None:
+                call.error = CallInterrupted(f"interrupted before {call.name} was asked")
+                continue
+            if _rpyc.result_arrived(call.result):
                 _take(call)  # it finished, or the interrupt stopped it
                 if not isinstance(call.error, KeyboardInterrupt):
                     continue
