@@ -144,6 +144,21 @@ def test_a_group_binds_only_its_name_and_maps_members_to_connections(shell, serv
     assert "lab" not in shell.user_ns and not magics_of(shell).registry.sessions
 
 
+def test_disconnect_all_and_unloading_remove_the_groups(shell, servers):
+    a, b, c = servers(3)
+    shell.run_line_magic("rpyc_connect", f"{a.address} {b.address} --group lab")
+    shell.run_line_magic("rpyc_connect", f"{c.address} --group other")
+    shell.run_line_magic("rpyc_disconnect", "--all")
+    assert not {"lab", "other"} & set(shell.user_ns) and not magics_of(shell).registry.sessions
+    shell.run_line_magic("rpyc_connect", f"{a.address} --group lab")
+    conn = shell.user_ns["lab"]["lab1"]
+    shell.run_line_magic("unload_ext", "ipyrpyc")
+    try:
+        assert "lab" not in shell.user_ns and conn.closed
+    finally:
+        shell.run_line_magic("load_ext", "ipyrpyc")  # the fixture unloads it again
+
+
 def test_members_that_cannot_connect_are_listed_one_line_each(shell, servers, capsys):
     good = servers(2)
     refused = free_port()

@@ -174,6 +174,20 @@ def test_runner_keeps_source_lines_until_forgotten():
     assert not any(k.startswith("<t.") for k in linecache.cache)
 
 
+def test_runner_calls_a_function_it_defines_or_finds():
+    r = running.Runner()
+    ns: dict = {}
+    source = "def f(x, k=1):\n    return x * k\n"
+    assert r.call(source, "<t.apply-1>", "f", ns, (3,), {"k": 2}, None) == 6
+    assert r.call(None, "<t.apply-2>", "f", ns, (), {"k": 10}, (1, 2, 3)) == (10, 20, 30)  # defined before
+    assert r.call(None, "<t.apply-3>", "len", ns, ("abc",), {}, None) == 3  # a builtin
+    assert r.call(None, "<t.apply-4>", "os.path.basename", {"os": os}, ("/a/b",), {}, None) == "b"
+    with pytest.raises(NameError):
+        r.call(None, "<t.apply-5>", "nothing_here", ns, (), {}, None)
+    assert linecache.getline("<t.apply-1>", 2) == "    return x * k\n"
+    r.forget()
+
+
 # -- output ---------------------------------------------------------------------------------------
 def test_router_routes_only_registered_threads_and_leaves_the_streams_as_they_were():
     state = serving.shared_state(create=False) or type("S", (), {})()
