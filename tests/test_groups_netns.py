@@ -39,7 +39,7 @@ def ipython(host: Host, session: str, workdir: Path) -> str:
 
 
 def marked(output: str, mark: str) -> object:
-    m = re.search(rf"{mark}=(.*)$", output, re.M)  # after an "In [n]: " prompt
+    m = re.search(rf"^(?:In \[\d+\]: )?{mark}=(.*)$", output, re.M)  # printed after a prompt
     assert m, output
     return json.loads(m.group(1))
 
