@@ -138,33 +138,8 @@ class ResettingProxy(DelayProxy):
         self.cuts: List[tuple] = []  # (bytes of the frame forwarded, frame size)
         super().__init__(target)
 
-    def _accept(self) -> None:  # DelayProxy._accept with the cutting direction
-        while not self.stopping.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.target, timeout=5)
-                server.settimeout(None)
-            except OSError as e:
-                self.errors.append(f"cannot reach {self.target}: {e}")
-                client.close()
-                continue
-            client.settimeout(None)
-            for s in (client, server):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            dirs = [_Direction(self, client, server, C2S), _CuttingDirection(self, server, client, S2C)]
-            with self.lock:
-                if self.stopping.is_set():
-                    client.close()
-                    server.close()
-                    return
-                self.connections.append((client, server, dirs))
-            for d in dirs:
-                d.start()
+    def _directions(self, client: socket.socket, server: socket.socket) -> List[_Direction]:
+        return [_Direction(self, client, server, C2S), _CuttingDirection(self, server, client, S2C)]
 
     def inject(self, data: bytes) -> None:
         """Send ``data`` to the client of the newest connection, as if the server had sent it."""

@@ -324,49 +324,25 @@ class _ReadTimeout:
 
     def read(self, count: int) -> bytes:
         if self.read_timeout is not None:
-            return self._read_within(count, self.read_timeout)
+            deadline = time.monotonic() + self.read_timeout
+            return self._read_bounded(count, lambda: deadline - time.monotonic(),
+                                      lambda: socket.timeout("timed out"))
         if self.stall_timeout is not None:
-            return self._read_without_stalls(count, self.stall_timeout)
+            stall = self.stall_timeout
+            return self._read_bounded(count, lambda: stall, lambda: EOFError(
+                f"the server stopped sending in the middle of a message for {stall:g} s"))
         return super().read(count)  # type: ignore[misc]
 
-    def _fail(self, error: BaseException) -> BaseException:
-        self.close()  # type: ignore[attr-defined]
-        return error
-
-    def _read_within(self, count: int, seconds: float) -> bytes:
-        deadline = time.monotonic() + seconds
-        sock = self.sock  # type: ignore[attr-defined]
-        original = sock.gettimeout()
-        data = []
-        try:
-            while count > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self._fail(socket.timeout("timed out"))
-                sock.settimeout(left)
-                try:
-                    buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
-                except socket.timeout:
-                    continue
-                except OSError as e:
-                    raise self._fail(EOFError(e)) from None
-                if not buf:
-                    raise self._fail(EOFError("connection closed by peer"))
-                data.append(buf)
-                count -= len(buf)
-        finally:
-            if self.sock is sock:  # type: ignore[attr-defined]  # not closed
-                sock.settimeout(original)
-        return b"".join(data)
-
-    def _read_without_stalls(self, count: int, stall: float) -> bytes:
-        """rpyc's read (it starts when a message has begun to arrive), ended by a stall. The
-        socket's own timeout is left alone: other threads send on it meanwhile."""
+    def _read_bounded(self, count: int, seconds_left: Callable[[], float],
+                      failure: Callable[[], BaseException]) -> bytes:
+        """rpyc's read, ended by ``failure()`` (the stream closed) when no byte arrives within
+        ``seconds_left()``.  The socket's own timeout is left alone: other threads send on it."""
         sock = self.sock  # type: ignore[attr-defined]
         data = []
         while count > 0:
-            if not _readable(sock, stall):
-                raise self._fail(EOFError(f"the server stopped sending in the middle of a message for {stall:g} s"))
+            left = seconds_left()
+            if left <= 0 or not _readable(sock, left):
+                raise self._fail(failure())
             try:
                 buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
             except (socket.timeout, InterruptedError, BlockingIOError):
@@ -378,6 +354,10 @@ class _ReadTimeout:
             data.append(buf)
             count -= len(buf)
         return b"".join(data)
+
+    def _fail(self, error: BaseException) -> BaseException:
+        self.close()  # type: ignore[attr-defined]
+        return error
 
 
 def _readable(sock: socket.socket, seconds: float) -> bool:

@@ -230,7 +230,7 @@ class DelayProxy:
             client.settimeout(None)
             for s in (client, server):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            dirs = [_Direction(self, client, server, C2S), _Direction(self, server, client, S2C)]
+            dirs = self._directions(client, server)
             with self.lock:
                 if self.stopping.is_set():
                     client.close()
@@ -239,6 +239,10 @@ class DelayProxy:
                 self.connections.append((client, server, dirs))
             for d in dirs:
                 d.start()
+
+    def _directions(self, client: socket.socket, server: socket.socket) -> List[_Direction]:
+        """The two directions of a new connection: client to server, server to client."""
+        return [_Direction(self, client, server, C2S), _Direction(self, server, client, S2C)]
 
     def _record(self, frames: List[Frame], now: float) -> None:
         with self.lock:
