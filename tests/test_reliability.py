@@ -93,39 +93,28 @@ class _CuttingDirection(_Direction):
     """Server -> client: while the proxy is armed, frames are forwarded whole until one of at least
     ``threshold`` bytes comes; its header and half its payload are forwarded, then the proxy resets."""
 
-    def _read(self) -> None:
+    buffer = b""  # what is held back while armed
+
+    def forward(self, data: bytes, now: float) -> bool:
         proxy = self.proxy
-        buf = bytearray()
-        try:
-            while not proxy.stopping.is_set():
-                try:
-                    data = self.src.recv(65536)
-                except OSError:
+        if not proxy.armed.is_set() and not self.buffer:
+            return super().forward(data, now)
+        buf = self.buffer = self.buffer + data
+        while len(buf) >= HEADER.size:
+            length, _ = HEADER.unpack_from(buf)
+            if length >= proxy.threshold:
+                cut = HEADER.size + length // 2
+                if len(buf) < cut:
                     break
-                if not data:
-                    break
-                now = time.monotonic()
-                proxy._record(self.parser.feed(data, now), now)
-                if not proxy.armed.is_set() and not buf:
-                    self.queue.put((now + proxy.delay, data))
-                    continue
-                buf += data
-                while len(buf) >= HEADER.size:
-                    length, _ = HEADER.unpack_from(buf)
-                    if length >= proxy.threshold:
-                        cut = HEADER.size + length // 2
-                        if len(buf) < cut:
-                            break
-                        self.queue.put((now, bytes(buf[:cut])))
-                        proxy.reset_after_flush(self, cut, HEADER.size + length + FLUSHER_LEN)
-                        return
-                    total = HEADER.size + length + FLUSHER_LEN
-                    if len(buf) < total:
-                        break
-                    self.queue.put((now, bytes(buf[:total])))
-                    del buf[:total]
-        finally:
-            self.queue.put(None)
+                self.queue.put((now, buf[:cut]))
+                proxy.reset_after_flush(self, cut, HEADER.size + length + FLUSHER_LEN)
+                return False
+            total = HEADER.size + length + FLUSHER_LEN
+            if len(buf) < total:
+                break
+            self.queue.put((now, buf[:total]))
+            buf = self.buffer = buf[total:]
+        return True
 
 
 class ResettingProxy(DelayProxy):

@@ -150,9 +150,15 @@ class _Direction:
                     break
                 now = time.monotonic()
                 self.proxy._record(self.parser.feed(data, now), now)
-                self.queue.put((now + self.proxy.delay, data))
+                if not self.forward(data, now):
+                    return
         finally:
             self.queue.put(None)
+
+    def forward(self, data: bytes, now: float) -> bool:
+        """Queue ``data`` for the other side, ``delay`` from now; False ends this direction."""
+        self.queue.put((now + self.proxy.delay, data))
+        return True
 
     def _write(self) -> None:
         try:
