@@ -77,10 +77,10 @@ def colors_on(shell: Any) -> bool:
     return str(getattr(shell, "colors", "nocolor")).lower() != "nocolor"
 
 
-def exception_of(shell: Any, exc_tuple: Any) -> Optional[BaseException]:
-    """The exception ``showtraceback(exc_tuple)`` is about to show, or None."""
+def exc_info(shell: Any, exc_tuple: Any) -> Optional[Tuple[type, BaseException, Any]]:
+    """``(type, exception, traceback)`` that ``showtraceback(exc_tuple)`` is about to show, or None."""
     try:
-        return shell._get_exc_info(exc_tuple)[1]
+        return shell._get_exc_info(exc_tuple)
     except Exception:
         return None
 
