@@ -178,6 +178,15 @@ def request_finished(conn: Any, seq: int) -> bool:
     return seq not in conn._request_callbacks
 
 
+def serve_arrived(conn: Any) -> None:
+    """Serve what the server has already sent (its requests, late replies); never waits or raises."""
+    try:
+        if not is_closed(conn):
+            conn.poll_all(0)
+    except Exception:
+        pass
+
+
 def serve_until(conn: Any, done: Callable[[], bool], timeout: float) -> bool:
     """Serve the connection until ``done()`` or ``timeout`` seconds; returns ``done()``."""
     deadline = time.monotonic() + timeout

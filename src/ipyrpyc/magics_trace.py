@@ -257,6 +257,8 @@ class TraceMagics(MagicsPart):
                 trace.attach(conn, label, helper)
             _ipython.run_nested_cell(self.shell, cell)
         finally:
+            for _, conn, _ in targets:  # what the server sent by the end of the cell belongs to it
+                _rpyc.serve_arrived(conn)
             trace.close()
         self.last = trace
         display(TraceReport(trace, self.settings.trace_max_rows, untraced))
