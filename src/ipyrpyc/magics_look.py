@@ -136,10 +136,10 @@ class LookMagics(MagicsPart):
             raise UsageError(f"%rpyc_who {session.name}: no answer from the server ({_failure(e)})") from None
         where = f"{session.name} ({session.address})"
         if pattern is not None and not matching:
-            other = "" if pattern in sessions or len(words) == 2 else (
+            other = "" if len(words) == 2 or not pattern.isidentifier() else (  # a mistyped connection name?
                 f"; no connection is named {pattern!r} either (open: {', '.join(sessions)})")
             raise UsageError(f"no name in {session.name}'s server namespace matches {pattern!r} "
-                             f"(of {names:,}){other}")
+                             f"(of {names:,} names){other}")
         if not names:
             print(f"{where}: the server namespace is empty (%%rpyc cells and {session.name}.execute fill it)")
             return None

@@ -91,8 +91,10 @@ class TraceReport:
         return f"rpyc trace: {_count(total)} in {_ms(t.seconds)} ms"
 
     def connection_rows(self) -> List[Tuple[str, ...]]:
+        totals = self.trace.totals
+        names = self.trace.labels + [n for n in totals if n not in self.trace.labels]
         return [(name, _count(tot), _size(tot.sent), _size(tot.received), _ms(tot.seconds))
-                for name, tot in self.trace.totals.items()]
+                for name, tot in ((n, totals.get(n, Totals())) for n in names)]
 
     def hot_spots(self) -> List[Tuple[str, Optional[str]]]:
         """("1,000 × get attribute `append` on list (conn): 412 ms", hint), slowest first."""

@@ -211,10 +211,10 @@ def summary(obj, text_limit):
         if t in _SCALARS:
             return _short(repr(obj), text_limit)
         if t in _SIZED:
-            head = "len %d, %s: " % (len(obj), _size(sys.getsizeof(obj)))
+            head = "len {:,}, {}: ".format(len(obj), _size(sys.getsizeof(obj)))
             return _short(head + repr(obj[:text_limit]), text_limit)
         if t in _CONTAINERS:
-            return "len %d" % len(obj)
+            return "len {:,}".format(len(obj))
         if t is types.ModuleType:
             return _short(str(getattr(obj, "__name__", "")), text_limit)
         if t in (types.FunctionType, types.BuiltinFunctionType, types.MethodType) or issubclass(t, type):
@@ -226,7 +226,7 @@ def summary(obj, text_limit):
             return _short("shape %s, %s" % (obj.shape, _size(size)), text_limit)
         if name in ("pandas.Series", "pandas.core.series.Series"):
             size = int(obj.memory_usage(index=True, deep=False))
-            return _short("len %d, %s, %s" % (len(obj), obj.dtype, _size(size)), text_limit)
+            return _short("len {:,}, {}, {}".format(len(obj), obj.dtype, _size(size)), text_limit)
     except Exception as exc:
         return _short("<%s>" % failure(exc), text_limit)
     return ""
