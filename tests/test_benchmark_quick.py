@@ -134,5 +134,5 @@ def test_trace_benchmark_quick_mode_leaves_nothing_and_counts_the_same():
     assert out.returncode == 0, out.stderr[-3000:]
     assert "wrappers left on a connection after tracing: 0\n" in out.stdout
     assert "the same requests: True\n" in out.stdout
-    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("plain ", "ipyrpyc"))]
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("plain ", "ipyrpyc  ", "ipyrpyc, "))]
     assert [row[-1] for row in rows] == ["100"] * 4, rows  # every connection: one request per read
