@@ -269,12 +269,14 @@ def normalized_outputs(nb) -> List[Tuple[str, list]]:
 def assert_same_outputs(stored, fresh, name: str) -> None:
     import difflib
 
+    differ = []
     for (source, was), (_, now) in zip(normalized_outputs(stored), normalized_outputs(fresh)):
         if was != now:
             diff = "\n".join(difflib.unified_diff(pformat(was).splitlines(), pformat(now).splitlines(),
-                                                  "stored", "fresh", lineterm="", n=2))
-            raise AssertionError(f"{name}: the cell {source[:200]!r} shows something else than its stored "
-                                 f"outputs (refresh them with IPYRPYC_SAVE_NOTEBOOKS=1):\n{diff[:6000]}")
+                                                  "stored", "fresh", lineterm="", n=1))
+            differ.append(f"the cell {source[:120]!r}:\n{diff[:3000]}")
+    assert not differ, (f"{name}: {len(differ)} cells show something else than their stored outputs (refresh "
+                        "them with IPYRPYC_SAVE_NOTEBOOKS=1):\n" + "\n".join(differ))
 
 
 def pformat(value) -> str:
@@ -422,7 +424,7 @@ def check_02_costs(run: Run) -> None:
     assert not run.cell("plain_display = json.loads(run.stdout)").outputs
     header, *rows = html_table(mime(run.cell("pd.DataFrame({"), "text/html"))
     assert header[1:] == ["ipyrpyc: requests", "ipyrpyc shows", "plain repr(): requests",
-                          "plain repr(): characters", "plain IPython display: requests", "seconds",
+                          "plain repr(): characters", "plain IPython display: requests", "time",
                           "IPython shows"], header
     table = {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
     assert sorted(table) == ["config", "df", "events", "fig", "readings"], table
