@@ -85,6 +85,7 @@ CELLS: List[str] = [
     "type(rsys.path)",
     "isinstance(rsys.path, list)",
     "rsys.path[0]",
+    "%%rpyc_trace\nlen(rsys.path), rsys.path[0]   # every request a cell sends, in plain words",
     "import os\nros.getpid() != os.getpid()   # rsys and ros live in another process",
     "%rpyc_connections",
     # The trust boundary: server-side code tries to import os in this kernel through its connection.

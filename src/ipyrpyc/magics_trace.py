@@ -22,6 +22,7 @@ from .text import inert
 from .wire import Totals, Trace, Traced
 
 HOT_SPOTS = 5  # groups shown
+HOT_FROM = 3  # requests of one kind before they are a hot spot
 HINT_FROM = 10  # requests of one kind in one cell before a hint applies
 ITEM_WORDS = ("next item", "iterate", "get item", "len", "in", "iterate (buffered)", "slice")
 
@@ -99,7 +100,7 @@ class TraceReport:
     def hot_spots(self) -> List[Tuple[str, Optional[str]]]:
         """("1,000 × get attribute `append` on list (conn): 412 ms", hint), slowest first."""
         groups = [(key, tot) for key, tot in self.trace.groups.items()
-                  if tot.requests + tot.deletes + tot.callbacks > 1]
+                  if tot.requests + tot.deletes + tot.callbacks >= HOT_FROM]
         groups.sort(key=lambda kv: (-kv[1].seconds, -(kv[1].requests + kv[1].deletes + kv[1].callbacks)))
         out = []
         for (connection, callback, words, on, name, origin), tot in groups[:HOT_SPOTS]:
