@@ -224,6 +224,7 @@ def table_row(cell: dict, name: str) -> str:
 # -- a fresh run against the stored outputs ---------------------------------------------------------
 VOLATILE = [
     (re.compile(r"\bpid \d+"), "pid N"),
+    (re.compile(r"(pid N, )[^\s<,]+"), r"\1HOST"),  # %rpyc_connections: the server's host name
     (re.compile(r"((?:127\.0\.0\.1|localhost|\[::1\]):)\d+"), r"\1PORT"),
     (re.compile(r"0x[0-9a-f]{6,}"), "0xADDR"),
     (re.compile(r"\b\d{9,}\b"), "ID"),  # object ids: a netref's ____id_pack__
@@ -239,7 +240,8 @@ def normalized_text(text: str) -> str:
         text = "\n".join(TRACE_TOTALS.sub(r"\1", TRACE_ROW.sub(r"\1", line)) for line in text.splitlines())
     for pattern, replacement in VOLATILE:
         text = pattern.sub(replacement, text)
-    return text
+    # a text table's columns are as wide as their widest pid or time: compare its cells, not its padding
+    return re.sub(r"-{2,}", "--", re.sub(r" {2,}", " ", text))
 
 
 def normalized_outputs(nb) -> List[Tuple[str, list]]:
