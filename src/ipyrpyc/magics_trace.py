@@ -101,7 +101,8 @@ class TraceReport:
         """("1,000 × get attribute `append` on list (conn): 412 ms", hint), slowest first."""
         groups = [(key, tot) for key, tot in self.trace.groups.items()
                   if tot.requests + tot.deletes + tot.callbacks >= HOT_FROM]
-        groups.sort(key=lambda kv: (-kv[1].seconds, -(kv[1].requests + kv[1].deletes + kv[1].callbacks)))
+        groups.sort(key=lambda kv: (-(kv[1].seconds + kv[1].serving),
+                                    -(kv[1].requests + kv[1].deletes + kv[1].callbacks)))
         out = []
         for (connection, callback, words, on, name, origin), tot in groups[:HOT_SPOTS]:
             n = tot.requests + tot.deletes + tot.callbacks
@@ -111,7 +112,8 @@ class TraceReport:
             if on:
                 what += f" on {inert(on)}"
             by = f", {origin}" if origin and origin not in ("callback",) else ""
-            out.append((f"{what} ({connection}{by}): {_ms(tot.seconds)} ms", hint(words, origin, callback, n)))
+            out.append((f"{what} ({connection}{by}): {_ms(tot.seconds + tot.serving)} ms",
+                        hint(words, origin, callback, n)))
         return out
 
     def rows(self) -> List[Tuple[str, ...]]:

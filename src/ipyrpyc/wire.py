@@ -190,18 +190,21 @@ class Totals:
     callbacks: int = 0  # requests of the server to this side
     sent: int = 0
     received: int = 0
-    seconds: float = 0.0  # time spent waiting for replies (callbacks: serving them)
+    seconds: float = 0.0  # time spent waiting for replies
+    serving: float = 0.0  # time spent serving the server's requests (while waiting for a reply)
 
     def add(self, r: Traced) -> None:
         if r.callback:
             self.callbacks += 1
-        elif r.request.handler == "del":
-            self.deletes += 1
+            self.serving += r.seconds or 0.0
         else:
-            self.requests += 1
+            if r.request.handler == "del":
+                self.deletes += 1
+            else:
+                self.requests += 1
+            self.seconds += r.seconds or 0.0
         self.sent += r.sent
         self.received += r.received
-        self.seconds += r.seconds or 0.0
 
 
 class Trace:
