@@ -338,3 +338,30 @@ def test_requests_are_named_as_the_proxy_names_them():
     assert name_request(8, (tup, ((ref, ("builtins.list", 1, 2)), (value, "__next__")))).words == "next item"
     assert name_request(15, (tup, ((ref, ("builtins.list", 1, 2)), (value, 1)))).words == "delete reference"
     assert name_request(99, "garbage").handler == "99"
+
+
+def test_line_mode_follows_new_connections_and_unloading_takes_everything_back(shell, classic_server, capsys):
+    def ours() -> list:
+        return [cb for name in ("pre_run_cell", "post_run_cell") for cb in shell.events.callbacks[name]
+                if type(getattr(cb, "__self__", None)).__name__ == "TraceMagics"]
+
+    shell.run_line_magic("rpyc_connect", classic_server.address)
+    conn = shell.user_ns["conn"]
+    before = {n: vars(conn).get(n) for n in WRAPPED}
+    shell.run_line_magic("rpyc_trace", "on")
+    other = StockServer()
+    try:
+        shell.run_cell(f"%rpyc_connect {other.address} --name lab --no-inject")
+        lab = shell.user_ns["lab"]
+        capsys.readouterr()
+        shell.run_cell("lab.modules.sys.maxsize, rsys.maxsize")
+        out = capsys.readouterr().out
+        assert "\n  lab " in out and "\n  conn " in out, out  # the connection opened since is traced too
+        assert all(n in vars(lab) for n in WRAPPED)
+        assert len(ours()) == 2
+        shell.run_line_magic("unload_ext", "ipyrpyc")
+        assert ours() == []
+        assert {n: vars(conn).get(n) for n in WRAPPED} == before and not any(n in vars(lab) for n in WRAPPED)
+    finally:
+        shell.run_line_magic("load_ext", "ipyrpyc")  # the fixture unloads it
+        other.stop()
