@@ -337,6 +337,8 @@ def test_requests_are_named_as_the_proxy_names_them():
     assert name_request(8, (tup, ((ref, ("numpy.ndarray", 1, 2)), (value, "__iadd__")))).words == "operator +="
     assert name_request(8, (tup, ((ref, ("builtins.list", 1, 2)), (value, "__next__")))).words == "next item"
     assert name_request(15, (tup, ((ref, ("builtins.list", 1, 2)), (value, 1)))).words == "delete reference"
+    inspect = name_request(16, (tup, ((value, ("numpy.ndarray", 1, 0)),)))
+    assert (inspect.words, inspect.on, inspect.detail) == ("inspect type", "numpy.ndarray", "inspect numpy.ndarray")
     assert name_request(99, "garbage").handler == "99"
 
 

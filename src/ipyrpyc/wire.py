@@ -119,6 +119,11 @@ def name_request(handler: Any, boxed_args: Any) -> RequestName:
     except Exception:
         return RequestName(kind)
     type_name = str(target[0]) if target is not None else None
+    if kind == "inspect" and target is None:  # rpyc asks for a remote type's methods by its id_pack
+        try:
+            type_name = str(boxed_args[1][0][1][0])
+        except Exception:
+            type_name = None
     name = values[0] if values else None
     if kind == "cmp":
         name = values[1] if len(values) > 1 else None  # (obj, other, op)
