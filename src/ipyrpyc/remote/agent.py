@@ -57,6 +57,7 @@ def start(modules, sink, module_names):
         ("complete", objects.complete),
         ("describe", objects.describe),
         ("lookup", objects.lookup),
+        ("who", objects.who),
         ("execute", runner.execute),
         ("run_cell", runner.run_cell),
         ("pull", pull),
