@@ -136,6 +136,60 @@ def test_describe_and_lookup():
     assert objects.lookup(os, ("nope",), 10) == (False, None, ())
 
 
+class Watched:
+    """Counts every use of its own code: %rpyc_who must not run any of it."""
+
+    calls = 0
+
+    def __repr__(self):
+        Watched.calls += 1
+        return "W"
+
+    def __len__(self):
+        Watched.calls += 1
+        return 1
+
+    @property
+    def __class__(self):
+        Watched.calls += 1
+        return int
+
+    def __getattr__(self, name):
+        Watched.calls += 1
+        raise AttributeError(name)
+
+
+def test_who_summarises_cheaply_hides_underscores_and_matches_globs():
+    np = pytest.importorskip("numpy")
+    ns = {"n": 42, "text": "hello", "items": [1, 2, 3], "arr": np.zeros((10, 3)), "mod": os, "f": documented,
+          "w": Watched(), "_hidden": 1, "__builtins__": {}, 7: "not a name"}
+    names, matching, rows = objects.who(ns, None, 100, 60)
+    assert (names, matching) == (7, 7) and [r[0] for r in rows] == sorted(r[0] for r in rows)
+    table = {name: (kind, summary) for name, kind, summary in rows}
+    assert table["n"] == ("builtins.int", "42")
+    assert table["text"] == ("builtins.str", "len 5, 54 bytes: 'hello'")
+    assert table["items"] == ("builtins.list", "len 3")
+    assert table["arr"] == ("numpy.ndarray", "shape (10, 3), float64, 240 bytes")
+    assert table["mod"] == ("builtins.module", "os") and table["f"] == ("builtins.function", "documented")
+    assert table["w"] == (f"{__name__}.Watched", "") and Watched.calls == 0
+    assert objects.who(ns, "_*", 100, 60)[1:] == (2, (("__builtins__", "builtins.dict", "len 0"),
+                                                      ("_hidden", "builtins.int", "1")))
+    assert objects.who(ns, "[at]*", 100, 60)[1] == 2 and objects.who(ns, "zz*", 100, 60) == (7, 0, ())
+
+
+def test_who_stays_within_its_caps_for_10000_names_and_a_100_mb_object():
+    ns = {f"name_{i:05d}": i for i in range(10_000)}
+    ns["big"] = b"\0" * 100_000_000
+    ns["long_" + "x" * 500] = "y" * 1000
+    names, matching, rows = objects.who(ns, None, 100, 80)
+    assert (names, matching, len(rows)) == (10_002, 10_002, 100)
+    assert rows[0][:2] == ("big", "builtins.bytes") and len(rows[0][2]) == 80
+    assert rows[0][2].startswith("len 100,000,000, 95.4 MB: b'\\x00\\x00") and rows[0][2].endswith("…")
+    assert all(len(text) <= 80 for row in rows for text in row)
+    assert len(repr(rows)) < 20_000  # what travels back, whatever the namespace holds
+    assert objects.who(ns, "long_*", 100, 80)[2][0][0] == "long_" + "x" * 74 + "…"
+
+
 # -- codec ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", [None, 1, 2.5, 3j, "s", b"b", True, [1, (2, {3: "x"})], {"a": [frozenset({1})]},
                                    {1, 2}, (), []])
@@ -251,6 +305,14 @@ def test_failed_requests_carry_no_frame_of_ours_and_are_kept_for_the_debugger(pa
     answers = iter(["p 6 * 7", "q"])
     assert helper.debug(lambda prompt: next(answers) + "\n", said.append) == "ZeroDivisionError: division by zero"
     assert "42" in "".join(said)
+
+
+def test_who_is_one_call_of_the_helper_on_the_connections_namespace(pair):
+    helper, _ = RemoteHelper.install(pair)
+    pair.execute("import sys\nvalues = list(range(5))\nlabel = 'hi'")
+    names, matching, rows = helper.who(pair.namespace, "[lv]*", 10, 80, 5.0)
+    assert (names, matching) == (3, 2)
+    assert rows == (("label", "builtins.str", "len 2, 51 bytes: 'hi'"), ("values", "builtins.list", "len 5"))
 
 
 def test_an_interrupt_stops_a_running_request_and_the_connection_answers_after(pair):

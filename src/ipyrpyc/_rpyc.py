@@ -12,12 +12,15 @@ import select
 import socket
 import sys
 import time
+import zlib
 from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import rpyc
+from rpyc.core import brine as _brine
 from rpyc.core import consts as _consts
 from rpyc.core import netref as _netref
 from rpyc.core import vinegar as _vinegar
+from rpyc.core.channel import Channel as _Channel
 from rpyc.core.async_ import AsyncResult, AsyncResultTimeout
 from rpyc.core.netref import asyncreq as _asyncreq
 from rpyc.core.protocol import Connection
@@ -28,6 +31,8 @@ RPYC_DIR = os.path.dirname(os.path.abspath(rpyc.__file__))
 HANDLE_CLOSE = _consts.HANDLE_CLOSE  # what rpyc's Connection.close() sends through sync_request
 HANDLE_DEL = _consts.HANDLE_DEL  # rpyc's fire-and-forget garbage collection of a netref
 MSG_REQUEST = _consts.MSG_REQUEST
+MSG_REPLY = _consts.MSG_REPLY
+MSG_EXCEPTION = _consts.MSG_EXCEPTION
 HANDLER_NAMES = {getattr(_consts, n): n[len("HANDLE_"):].lower() for n in dir(_consts) if n.startswith("HANDLE_")}
 __all__ = ["AsyncResultTimeout", "BaseNetref", "Connection"]
 
@@ -197,6 +202,15 @@ def request_finished(conn: Any, seq: int) -> bool:
     return seq not in conn._request_callbacks
 
 
+def serve_arrived(conn: Any) -> None:
+    """Serve what the server has already sent (its requests, late replies); never waits or raises."""
+    try:
+        if not is_closed(conn):
+            conn.poll_all(0)
+    except Exception:
+        pass
+
+
 def serve_until(conn: Any, done: Callable[[], bool], timeout: float) -> bool:
     """Serve the connection until ``done()`` or ``timeout`` seconds; returns ``done()``."""
     deadline = time.monotonic() + timeout
@@ -241,6 +255,42 @@ def is_reply(result: Any, exc: BaseException) -> bool:
     exception of the remote code; rpyc may re-raise it as a new instance, e.g. StopIteration)
     rather than a failure to receive it."""
     return result is not None and bool(result._is_ready and result._is_exc)
+
+
+# -- messages on the wire ------------------------------------------------------------------------
+def request_parts(boxed_args: Any) -> Tuple[Any, Tuple[Any, ...]]:
+    """A request's boxed arguments, as ``_send`` gets them and the wire carries them:
+    (id_pack of the object it is about, or None; the plain values of the other arguments,
+    None where an argument is not a plain value)."""
+    label, items = boxed_args
+    if label != _consts.LABEL_TUPLE or not items:
+        return None, ()
+    first = items[0]
+    target = first[1] if first[0] in (_consts.LABEL_REMOTE_REF, _consts.LABEL_LOCAL_REF) else None
+    values = tuple(item[1] if item[0] == _consts.LABEL_VALUE else None for item in items[1:])
+    return target, values
+
+
+def message_bytes(msg: int, seq: int, args: Any) -> bytes:
+    """What ``Connection._send`` hands the channel for a message (see ``Connection._dispatch``)."""
+    return _brine.I1.pack(msg) + _brine.dump((seq, args))
+
+
+def frame_size(conn: Any, data: bytes) -> int:
+    """Bytes a message takes on the wire: rpyc's frame header, the payload (compressed as rpyc's
+    channel compresses it) and the flusher byte."""
+    size = len(data)
+    if size > _Channel.COMPRESSION_THRESHOLD and getattr(getattr(conn, "_channel", None), "compress", False):
+        size = len(zlib.compress(data, _Channel.COMPRESSION_LEVEL))
+    return _Channel.FRAME_HEADER.size + size + len(_Channel.FLUSHER)
+
+
+def local_object(conn: Any, id_pack: Any) -> Any:
+    """The object of this side that a request of the server is about (None when unknown)."""
+    try:
+        return conn._local_objects[tuple(id_pack)]
+    except Exception:
+        return None
 
 
 # -- remote exceptions ---------------------------------------------------------------------------
@@ -371,49 +421,25 @@ class _ReadTimeout:
 
     def read(self, count: int) -> bytes:
         if self.read_timeout is not None:
-            return self._read_within(count, self.read_timeout)
+            deadline = time.monotonic() + self.read_timeout
+            return self._read_bounded(count, lambda: deadline - time.monotonic(),
+                                      lambda: socket.timeout("timed out"))
         if self.stall_timeout is not None:
-            return self._read_without_stalls(count, self.stall_timeout)
+            stall = self.stall_timeout
+            return self._read_bounded(count, lambda: stall, lambda: EOFError(
+                f"the server stopped sending in the middle of a message for {stall:g} s"))
         return super().read(count)  # type: ignore[misc]
 
-    def _fail(self, error: BaseException) -> BaseException:
-        self.close()  # type: ignore[attr-defined]
-        return error
-
-    def _read_within(self, count: int, seconds: float) -> bytes:
-        deadline = time.monotonic() + seconds
-        sock = self.sock  # type: ignore[attr-defined]
-        original = sock.gettimeout()
-        data = []
-        try:
-            while count > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self._fail(socket.timeout("timed out"))
-                sock.settimeout(left)
-                try:
-                    buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
-                except socket.timeout:
-                    continue
-                except OSError as e:
-                    raise self._fail(EOFError(e)) from None
-                if not buf:
-                    raise self._fail(EOFError("connection closed by peer"))
-                data.append(buf)
-                count -= len(buf)
-        finally:
-            if self.sock is sock:  # type: ignore[attr-defined]  # not closed
-                sock.settimeout(original)
-        return b"".join(data)
-
-    def _read_without_stalls(self, count: int, stall: float) -> bytes:
-        """rpyc's read (it starts when a message has begun to arrive), ended by a stall. The
-        socket's own timeout is left alone: other threads send on it meanwhile."""
+    def _read_bounded(self, count: int, seconds_left: Callable[[], float],
+                      failure: Callable[[], BaseException]) -> bytes:
+        """rpyc's read, ended by ``failure()`` (the stream closed) when no byte arrives within
+        ``seconds_left()``.  The socket's own timeout is left alone: other threads send on it."""
         sock = self.sock  # type: ignore[attr-defined]
         data = []
         while count > 0:
-            if not _readable(sock, stall):
-                raise self._fail(EOFError(f"the server stopped sending in the middle of a message for {stall:g} s"))
+            left = seconds_left()
+            if left <= 0 or not _readable(sock, left):
+                raise self._fail(failure())
             try:
                 buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
             except (socket.timeout, InterruptedError, BlockingIOError):
@@ -425,6 +451,10 @@ class _ReadTimeout:
             data.append(buf)
             count -= len(buf)
         return b"".join(data)
+
+    def _fail(self, error: BaseException) -> BaseException:
+        self.close()  # type: ignore[attr-defined]
+        return error
 
 
 def _readable(sock: socket.socket, seconds: float) -> bool:

@@ -13,6 +13,7 @@ from .magics import RpycMagics
 from .magics_groups import GroupMagics
 from .magics_look import LookMagics
 from .magics_run import RunMagics
+from .magics_trace import TraceMagics
 from .patches import Patches
 from .registry import Registry
 from .remote_errors import TracebackHook
@@ -28,7 +29,8 @@ class Extension:
         self.registry = Registry(lambda: shell.user_ns, self.patches)
         self.magics = _magics_with_valid_config(shell, self.registry)
         self.groups = GroupMagics(shell, self.magics)
-        self.parts = (RunMagics(shell, self.magics), LookMagics(shell, self.magics), self.groups)
+        self.trace = TraceMagics(shell, self.magics)
+        self.parts = (RunMagics(shell, self.magics), LookMagics(shell, self.magics), self.trace, self.groups)
         traits = self.magics
         limits = Limits(lambda name: getattr(traits, name))
         self.traceback_hook = TracebackHook(shell, self.registry, lambda: traits.traceback, self.patches)
@@ -51,6 +53,7 @@ class Extension:
         for hook in self.hooks:
             hook.install()
         patches.register_event(shell.events, "pre_run_cell", self._pre_run_cell)
+        patches.on_undo("%rpyc_trace on", self.trace.off)
         atexit.register(self.registry.close_all)
         patches.on_undo("atexit", lambda: atexit.unregister(self.registry.close_all))
 

@@ -76,6 +76,11 @@ class RemoteHelper:
     def lookup(self, obj: Any, chain: Tuple[str, ...], text_limit: int, timeout: float) -> Any:
         return self.call("lookup", obj, chain, text_limit, timeout=timeout, what="an inspection")
 
+    def who(self, namespace: Any, pattern: Optional[str], limit: int, text_limit: int, timeout: float) -> Any:
+        """``%whos`` of the server's ``namespace``: (visible names, matching names, rows of
+        (name, type, summary)), at most ``limit`` rows."""
+        return self.call("who", namespace, pattern, limit, text_limit, timeout=timeout, what="%rpyc_who")
+
     def execute(self, source: str, filename: str, namespace: Any) -> None:
         self.functions["execute"](source, filename, namespace)
 

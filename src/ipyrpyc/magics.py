@@ -24,7 +24,7 @@ from .registry import Registry, warn
 from .session import Session
 from .transport import Target, make_target
 
-
+DEFAULT_NAME = "conn"  # the connection %rpyc_connect opens without --name
 
 class ConnectionTable:
     """What ``%rpyc_connections`` shows: HTML in notebooks, text in terminals."""
@@ -108,6 +108,8 @@ class RpycMagics(Magics):
     discover_timeout = Float(
         2.0, help="Seconds to wait for an rpyc registry (and for each server it names) when discovering."
     ).tag(config=True)
+    trace_max_rows = Int(40, help="Requests listed by %%rpyc_trace (the totals count every one).").tag(config=True)
+    who_max_rows = Int(100, help="Names listed by %rpyc_who (the header counts every one).").tag(config=True)
     ssh_options = ListTrait(
         Unicode(), help="Extra ssh '-o' options for --ssh, e.g. ['UserKnownHostsFile=~/.ssh/lab_hosts']."
     ).tag(config=True)
@@ -131,7 +133,7 @@ class RpycMagics(Magics):
             if session.conn is not None:
                 _rpyc.set_call_timeout(session.conn, change["new"])
 
-    @validate("display_max_chars", "display_max_bytes")
+    @validate("display_max_chars", "display_max_bytes", "trace_max_rows", "who_max_rows")
     def _positive_size(self, proposal: Any) -> int:
         if proposal["value"] < 1:
             raise TraitError(f"{proposal['trait'].name} must be at least 1")
@@ -180,6 +182,24 @@ class RpycMagics(Magics):
             )
         except ValueError as e:
             raise UsageError(str(e)) from None
+
+    def _troubled(self) -> Optional[Session]:
+        """The one open session that is lost or busy (found without a round trip), if exactly one is."""
+        sessions = list(self.registry.sessions.values())
+        if len(sessions) < 2:
+            return None
+        troubled = []
+        for s in sessions:
+            try:
+                busy = s.record is not None and s.record.guard is not None and s.record.guard.busy(s.conn)
+            except Exception:
+                busy = True  # the guard found the connection lost
+            if busy or s.lost():
+                troubled.append(s)
+        if len(troubled) == 1:
+            return troubled[0]
+        which = f"{', '.join(s.name for s in troubled)} are lost or busy" if troubled else "none is lost or busy"
+        raise UsageError(f"several connections are open ({', '.join(self.registry.sessions)}) and {which}: name one")
 
     def reconnect_lost(self) -> None:
         """Reopen every connection whose server went away (no round trip to find out)."""
@@ -312,7 +332,7 @@ class RpycMagics(Magics):
                 return
             sessions = [self.session(args.name)]
         for session in sessions:
-            removed = self.registry.close(session)
+            removed = self.registry.close(session, give_back=not args.all)
             gone = f"; removed {', '.join(removed)}" if removed else ""
             print(f"Disconnected {session.name} ({session.address}){gone}")
         if args.all and self.groups is not None and self.groups.groups:
@@ -321,18 +341,20 @@ class RpycMagics(Magics):
             print(f"Removed the groups {', '.join(names)}")
 
     @magic_arguments()
-    @argument("name", nargs="?", help="connection to reopen (default: the only one), or a group")
+    @argument("name", nargs="?", help="connection to reopen (default: the one that is lost or busy), or a group")
     @line_magic
     def rpyc_reconnect(self, line: str = "") -> None:
         """Open a fresh connection to the same place and re-bind its names.
 
-        The embedded server is restarted if it died.  For a group, only the members whose
+        The embedded server is restarted if it died. Without NAME: the only connection,
+        or the one connection that is lost or busy.  For a group, only the members whose
         server went away are reopened, all at once. Usage: ``%rpyc_reconnect [NAME | GROUP]``
         """
         args = parse(self.rpyc_reconnect, line)
         if self.groups is not None and args.name in self.groups.groups:
             return self.groups.reconnect(args.name)
-        session = self.session(args.name)
+        session = self._troubled() if args.name is None else None
+        session = session or self.session(args.name)
         try:
             self.registry.reopen(session)
         except ConnectError as e:
@@ -379,3 +401,9 @@ class MagicsPart(Magics):
 
     def session(self, name: Optional[str]) -> Session:
         return self.settings.session(name)
+
+    def default_session(self, name: Optional[str]) -> Session:
+        """The session ``name``; without a name ``conn`` when it is open, else the only one."""
+        if name is None and DEFAULT_NAME in self.registry.sessions:
+            return self.registry.sessions[DEFAULT_NAME]
+        return self.session(name)

@@ -107,16 +107,18 @@ class RunMagics(MagicsPart):
         return value if has_value else None
 
     @magic_arguments()
-    @argument("name", nargs="?", help="connection (default: the only one)")
+    @argument("name", nargs="?", help="connection (default: the one that raised the last error)")
     @line_magic
     def rpyc_debug(self, line: str = "") -> None:
         """Post-mortem debugger on the server, at the last remote exception of a connection.
 
         pdb runs on the server, on the real remote frames; its prompts arrive here as
-        input requests (``p x``, ``l``, ``u``/``d``, ``q``). Usage: ``%rpyc_debug [NAME]``
+        input requests (``p x``, ``l``, ``u``/``d``, ``q``). Without NAME: the connection
+        that raised the last error, else the only one. Usage: ``%rpyc_debug [NAME]``
         """
         args = parse(self.rpyc_debug, line)
-        session = self.session(args.name)
+        session = self._raised_last() if args.name is None else None
+        session = session or self.session(args.name)
         if session.conn is None or session.helper is None:
             raise UsageError(f"{session.name} is not connected (or cannot run ipyrpyc's helper)")
 
@@ -139,3 +141,11 @@ class RunMagics(MagicsPart):
             _rpyc.set_call_timeout(conn, saved)
         if what is None:
             print(f"No remote exception on {session.name} to debug.")
+
+    def _raised_last(self) -> Any:
+        """The open session whose connection raised the last error shown (``sys.last_value``)."""
+        exc = getattr(sys, "last_value", None)
+        conn = _rpyc.connection_in_traceback(getattr(exc, "__traceback__", None)) if exc is not None else None
+        record = self.registry.record_of(conn) if conn is not None else None
+        session = record.owner if record is not None and not record.retired else None
+        return session if session is not None and self.registry.sessions.get(session.name) is session else None

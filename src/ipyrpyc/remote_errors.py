@@ -263,10 +263,10 @@ class TracebackHook:
         """The same call, with a traceback that leaves out ipyrpyc's wrappers where an error of
         someone else's passed through one (a ``__repr__`` that raises inside a list IPython is
         printing): shown exactly as without the extension.  Anything else is left as it is."""
-        try:
-            etype, value, tb = self.shell._get_exc_info(exc_tuple)
-        except Exception:
+        info = _ipython.exc_info(self.shell, exc_tuple)
+        if info is None:
             return args, kwargs
+        etype, value, tb = info
         kept = _without_frames_of(tb, (_OUR_DIR,))
         if kept is tb:
             return args, kwargs
@@ -276,17 +276,18 @@ class TracebackHook:
 
     def drawing(self, exc_tuple: Any) -> Optional[Tuple[BaseException, List[str]]]:
         """(exception, IPython's list of strings) for a remote exception or one of ours, else None."""
-        value = _ipython.exception_of(self.shell, exc_tuple)
-        if issubclass(type(value), GroupError):  # type(): a local object is asked nothing
+        info = _ipython.exc_info(self.shell, exc_tuple)
+        if info is not None and issubclass(type(info[1]), GroupError):  # type(): a local object is asked nothing
             try:
-                for error in value.errors.values():
+                for error in info[1].errors.values():
                     for e, _ in exception_chain(error):
                         self.short_messages.patch(e)
-                return value, self.renderer.group(value, self.mode())
+                return info[1], self.renderer.group(info[1], self.mode())
             except Exception:
                 return None
-        if value is None or self.mode() == "raw":
+        if info is None or self.mode() == "raw":
             return None
+        value = info[1]
         try:
             chain = [e for e, _ in exception_chain(value)]
             if not any(is_remote(e) or is_ours(e) for e in chain):

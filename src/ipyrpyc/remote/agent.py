@@ -85,6 +85,7 @@ def start(modules, sink, module_names, imported=None):
         ("complete", objects.complete),
         ("describe", objects.describe),
         ("lookup", objects.lookup),
+        ("who", objects.who),
         ("execute", runner.execute),
         ("run_cell", runner.run_cell),
         ("pull", pull),
