@@ -268,6 +268,9 @@ def gather(calls: Sequence[Call], send: Callable[[Call], Any], timeout: Optional
         for call in calls:
             if call.error is not None:
                 continue
+            if _rpyc.is_closed(call.conn) or _rpyc.peer_closed(call.conn):
+                call.error = call.guard.lost(None)  # its server went away since: not worth a send that fails
+                continue
             try:
                 call.guard.check_busy(call.conn)
                 call.limit = timeout if timeout is not None else _rpyc.call_timeout(call.conn)
