@@ -45,6 +45,7 @@ LEFT_RUNNING: Dict[str, List[str]] = {
     "01-netrefs-and-exceptions.ipynb": ["embedded server"],
     "02-remote-data-inspection.ipynb": [],
     "03-connections-and-safety.ipynb": [],
+    "04-many-servers.ipynb": [],
     "05-why-is-my-cell-slow.ipynb": [],
 }
 
@@ -68,6 +69,10 @@ EXPECTED_ERRORS: Dict[str, List[Tuple[str, str]]] = {
         ('conn.namespace["reach_back"]', "TypeError"),
         ("--name by_ip", "UsageError"),
         ("--name no_ca", "UsageError"),
+    ],
+    "04-many-servers.ipynb": [
+        ("calibrated = raw / gain", "GroupError"),
+        ("except the one that went away", "GroupError"),
     ],
     "05-why-is-my-cell-slow.ipynb": [],
 }
@@ -226,6 +231,7 @@ VOLATILE = [
     (re.compile(r"\bpid \d+"), "pid N"),
     (re.compile(r"(pid N, )[^\s<,]+"), r"\1HOST"),  # %rpyc_connections: the server's host name
     (re.compile(r"((?:127\.0\.0\.1|localhost|\[::1\]):)\d+"), r"\1PORT"),
+    (re.compile(r"(127\.0\.0\.1(?: +|</td><td>))\d+\b"), r"\1PORT"),  # a host and its port in a table
     (re.compile(r"0x[0-9a-f]{6,}"), "0xADDR"),
     (re.compile(r"\b\d{9,}\b"), "ID"),  # object ids: a netref's ____id_pack__
     (re.compile(r"\b\d[\d,]*(?:\.\d+)? ?(?:ms|s|µs|seconds)\b"), "TIME"),
@@ -482,10 +488,51 @@ def check_03(run: Run) -> None:
     assert "Disconnected conn" in done and "Disconnected lab" in done and "Disconnected secure" in done
 
 
+def check_04(run: Run) -> None:
+    rows = result(run.cell("servers = %rpyc_discover")).splitlines()
+    assert rows[0].split() == ["host", "port", "answers", "latency"] and len(rows) == 6, rows
+    assert all(re.fullmatch(r"127\.0\.0\.1 +\d+ +yes +\d+\.\d ms", r) for r in rows[2:]), rows
+    assert html_table(mime(run.cell("servers = %rpyc_discover"), "text/html"))[0] == ["host", "port", "answers",
+                                                                                      "latency"]
+    assert text(run.cell("--tcp --group lab")).startswith("Connected 4 of 4 members of lab in ")
+    assert result(run.cell("lab")).startswith("<rpyc group lab: lab1 (127.0.0.1:")
+    for name in ("lab1", "lab2", "lab3", "lab4"):
+        assert table_row(run.cell("%rpyc_connections"), name).endswith(" no       lab")
+    cell = run.cell("time.sleep(1)\nraw = 20")
+    shown = text(cell)
+    for name in ("lab1", "lab2", "lab3", "lab4"):
+        assert re.search(rf"^\[stdout:{name}\]\nreading on pid \d+$", shown, re.M), shown
+    assert [line.split()[0] for line in result(cell).splitlines()] == ["lab1", "lab2", "lab3", "lab4"]
+    assert value(run.cell("dict(_rpyc_results)")) == {"lab1": 22.0, "lab2": 21.0, "lab3": 20.0, "lab4": 24.0}
+    failed = error(run.cell("calibrated = raw / gain"))
+    m = re.fullmatch(r"1 of 4 members failed the cell: (lab3)", failed.evalue)  # the gain of 0
+    assert m, failed.evalue
+    shown = ANSI.sub("", "\n".join(failed.traceback))
+    assert shown.startswith(f"[{m.group(1)}:execute]:\nRemote traceback (127.0.0.1:"), shown
+    assert "calibrated = raw / gain" in shown and "ZeroDivisionError: float division by zero" in shown, shown
+    table = result(run.cell("_rpyc_results"))
+    assert f"{m.group(1)}  <failed: ZeroDivisionError: float division by zero>" in table, table
+    assert "ZeroDivisionError" in result(run.cell("_rpyc_results.errors"))
+    alarm = value(run.cell("alarm"))
+    assert alarm == {"lab1": True, "lab2": False, "lab3": False, "lab4": True}, alarm
+    mapped = value(run.cell("lab.map(scaled, range(8))"))
+    assert mapped == [(0, "1.0"), (10, "1.0"), (20, "0.5"), (30, "0.5"), (40, "0.0"), (50, "0.0"), (60, "2.0"),
+                      (70, "2.0")], mapped  # contiguous chunks, in member order
+    lost = error(run.cell("except the one that went away"))
+    assert lost.evalue == "1 of 4 members failed the cell: lab2", lost.evalue
+    assert "[lab2:execute]:\nConnectionLostError: the connection 'lab2' to 127.0.0.1:" in ANSI.sub(
+        "", "\n".join(lost.traceback))
+    assert text(run.cell("%rpyc_reconnect lab")).startswith("Reconnected 1 of the 1 lost members of lab: lab2 ")
+    gains = result(run.cell('%%rpyc lab\nimport os\nos.environ["SENSOR_GAIN"]'))
+    assert gains == "lab1  '1.0'\nlab2  '0.5'\nlab3  '0.0'\nlab4  '2.0'", gains
+    assert text(run.cell("%rpyc_disconnect lab")).startswith("Disconnected group lab (lab1, lab2, lab3, lab4)")
+
+
 CHECKS: Dict[str, List[Callable[[Run], None]]] = {
     "01-netrefs-and-exceptions.ipynb": [check_01],
     "02-remote-data-inspection.ipynb": [check_02, check_02_costs],
     "03-connections-and-safety.ipynb": [check_03],
+    "04-many-servers.ipynb": [check_04],
     "05-why-is-my-cell-slow.ipynb": [check_05],
 }
 

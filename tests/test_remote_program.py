@@ -228,6 +228,20 @@ def test_runner_keeps_source_lines_until_forgotten():
     assert not any(k.startswith("<t.") for k in linecache.cache)
 
 
+def test_runner_calls_a_function_it_defines_or_finds():
+    r = running.Runner()
+    ns: dict = {}
+    source = "def f(x, k=1):\n    return x * k\n"
+    assert r.call(source, "<t.apply-1>", "f", ns, (3,), {"k": 2}, None) == 6
+    assert r.call(None, "<t.apply-2>", "f", ns, (), {"k": 10}, (1, 2, 3)) == (10, 20, 30)  # defined before
+    assert r.call(None, "<t.apply-3>", "len", ns, ("abc",), {}, None) == 3  # a builtin
+    assert r.call(None, "<t.apply-4>", "os.path.basename", {"os": os}, ("/a/b",), {}, None) == "b"
+    with pytest.raises(NameError):
+        r.call(None, "<t.apply-5>", "nothing_here", ns, (), {}, None)
+    assert linecache.getline("<t.apply-1>", 2) == "    return x * k\n"
+    r.forget()
+
+
 # -- output ---------------------------------------------------------------------------------------
 def test_router_routes_only_registered_threads_and_leaves_the_streams_as_they_were():
     state = serving.shared_state(create=False) or type("S", (), {})()
@@ -317,3 +331,24 @@ def wait(predicate, timeout=5.0):
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def test_starting_with_modules_and_live_output_costs_two_requests_and_no_inspect(pair):
+    """The first request describes the modules' netref classes (what rpyc's inspect request would
+    answer), the second starts the program with the sink in place: no request per module."""
+    from ipyrpyc.wire import RequestCounter
+
+    said = []
+    with RequestCounter(pair) as rc:
+        helper, modules = RemoteHelper.install(pair, ["os", "sys", "no_such_module"],
+                                               lambda name, text: said.append((name, text)))
+    assert rc.handlers == ["call", "call"], rc.handlers
+    assert modules["no_such_module"].startswith("ModuleNotFoundError")
+    # the classes are the ones rpyc builds from its own inspect request
+    id_pack = object.__getattribute__(modules["os"], "____id_pack__")
+    inspected = dict(pair.sync_request(rpyc.core.consts.HANDLE_INSPECT, id_pack))
+    assert inspected and set(inspected) <= set(vars(type(modules["os"])))
+    assert modules["os"].getpid() == os.getpid() and modules["sys"].maxsize == sys.maxsize
+    # live output is routed from the start: a print made while serving this connection comes here
+    helper.execute("print('hello')", "<pair.execute-1>", pair.namespace)
+    assert wait(lambda: ("stdout", "hello") in said), said

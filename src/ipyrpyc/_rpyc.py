@@ -6,17 +6,19 @@ the exception classes rpyc makes for remote errors, and the state of requests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
 import sys
 import time
 import zlib
-from typing import Any, Callable, List, Optional, Tuple
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import rpyc
 from rpyc.core import brine as _brine
 from rpyc.core import consts as _consts
+from rpyc.core import netref as _netref
 from rpyc.core import vinegar as _vinegar
 from rpyc.core.channel import Channel as _Channel
 from rpyc.core.async_ import AsyncResult, AsyncResultTimeout
@@ -88,6 +90,28 @@ def netref_class_type_name(cls: Any) -> Optional[str]:
     if "." not in name or name in sys.modules:
         return "builtins.module"
     return name
+
+
+@contextlib.contextmanager
+def known_netref_classes(conn: Any, classes: Iterable[Tuple[Any, Any]]) -> Iterator[None]:
+    """While active, a netref to one of the objects that ``classes`` describes (``(id_pack,
+    methods)``, as the server's answer to rpyc's inspect request would) is built without
+    that request.  rpyc asks once per module object, so binding ``sys`` and ``os`` costs two."""
+    known = {(str(p[0]), p[1], p[2]): methods for p, methods in classes}
+    original = conn._netref_factory
+
+    def factory(id_pack: Any) -> Any:
+        methods = known.get(id_pack)
+        if methods is None:
+            return original(id_pack)
+        return _netref.class_factory(id_pack, methods)(conn, id_pack)
+
+    conn._netref_factory = factory
+    try:
+        yield
+    finally:
+        if vars(conn).get("_netref_factory") is factory:
+            del conn._netref_factory
 
 
 def timed_repr(obj: Any, timeout: float) -> str:
@@ -196,6 +220,29 @@ def serve_until(conn: Any, done: Callable[[], bool], timeout: float) -> bool:
             return False
         conn.poll_all(min(left, 0.05))
     return True
+
+
+def wait_readable(conns: Iterable[Any], seconds: float) -> None:
+    """Wait at most ``seconds`` until one of the connections has something to read (or was
+    closed); no round trip.  For serving many connections from one thread."""
+    socks = []
+    for conn in conns:
+        sock = socket_of(conn)
+        if sock is None or sock.fileno() < 0:
+            return  # closed: its caller finds out at once
+        pending = getattr(sock, "pending", None)  # TLS: decrypted bytes the socket does not show
+        if pending is not None and pending() > 0:
+            return
+        socks.append(sock)
+    if not socks:
+        return
+    if hasattr(select, "poll"):  # no FD_SETSIZE limit: a kernel may hold over 1024 descriptors
+        poller = select.poll()
+        for sock in socks:
+            poller.register(sock, select.POLLIN)
+        poller.poll(seconds * 1000)
+    else:
+        select.select(socks, [], [], seconds)
 
 
 def result_arrived(result: Any) -> bool:

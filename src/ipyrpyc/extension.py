@@ -10,6 +10,7 @@ from .completion import CompletionHook
 from .display import DisplayHook, Limits, WhosHook
 from .inspection import InspectHook
 from .magics import RpycMagics
+from .magics_groups import GroupMagics
 from .magics_look import LookMagics
 from .magics_run import RunMagics
 from .magics_trace import TraceMagics
@@ -27,8 +28,9 @@ class Extension:
         self.patches = Patches()
         self.registry = Registry(lambda: shell.user_ns, self.patches)
         self.magics = _magics_with_valid_config(shell, self.registry)
+        self.groups = GroupMagics(shell, self.magics)
         self.trace = TraceMagics(shell, self.magics)
-        self.parts = (RunMagics(shell, self.magics), LookMagics(shell, self.magics), self.trace)
+        self.parts = (RunMagics(shell, self.magics), LookMagics(shell, self.magics), self.trace, self.groups)
         traits = self.magics
         limits = Limits(lambda name: getattr(traits, name))
         self.traceback_hook = TracebackHook(shell, self.registry, lambda: traits.traceback, self.patches)
@@ -56,6 +58,7 @@ class Extension:
         patches.on_undo("atexit", lambda: atexit.unregister(self.registry.close_all))
 
     def uninstall(self) -> None:
+        self.groups.forget_all()
         self.registry.close_all()
         manager = self.shell.magics_manager
         for magics in (self.magics, *self.parts):

@@ -33,6 +33,8 @@ class ConnectionTable:
 
     def __init__(self, rows: List[Tuple[str, ...]]) -> None:
         self.rows = rows
+        if rows and len(rows[0]) > len(self.columns):
+            self.columns = (*self.columns, "group")  # while a group is open
 
     def __repr__(self) -> str:
         if not self.rows:
@@ -103,13 +105,16 @@ class RpycMagics(Magics):
     rich_display = Bool(
         True, help="Ask remote objects for rich output (_repr_html_, _repr_png_, figures)."
     ).tag(config=True)
+    discover_timeout = Float(
+        2.0, help="Seconds to wait for an rpyc registry (and for each server it names) when discovering."
+    ).tag(config=True)
     trace_max_rows = Int(40, help="Requests listed by %%rpyc_trace (the totals count every one).").tag(config=True)
     who_max_rows = Int(100, help="Names listed by %rpyc_who (the header counts every one).").tag(config=True)
     ssh_options = ListTrait(
         Unicode(), help="Extra ssh '-o' options for --ssh, e.g. ['UserKnownHostsFile=~/.ssh/lab_hosts']."
     ).tag(config=True)
 
-    @validate("timeout", "connect_timeout", "display_timeout", "completion_timeout")
+    @validate("timeout", "connect_timeout", "display_timeout", "completion_timeout", "discover_timeout")
     def _positive(self, proposal: Any) -> float:
         value = proposal["value"]
         if not (0 < value <= MAX_TIMEOUT):
@@ -146,6 +151,7 @@ class RpycMagics(Magics):
 
     def __init__(self, shell: Any = None, registry: Optional[Registry] = None, **kwargs: Any) -> None:
         self.registry = registry or Registry(lambda: shell.user_ns)
+        self.groups: Any = None  # the GroupMagics of the extension: groups of connections
         super().__init__(shell=shell, **kwargs)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -210,8 +216,9 @@ class RpycMagics(Magics):
 
     # -- magics ------------------------------------------------------------------------------
     @magic_arguments()
-    @argument("address", nargs="?", metavar="HOST[:PORT]",
-              help="server to connect to; without it an embedded local server is started")
+    @argument("address", nargs="*", metavar="HOST[:PORT]",
+              help="server to connect to; without it an embedded local server is started; "
+                   "several (MEMBER=HOST[:PORT] names one) with --group")
     @argument("--port", "-p", help="TCP port (default 18812, 18821 with --ssl)")
     @argument("--name", "-n", help="name of the connection and of its variable (default: conn)")
     @argument("--timeout", "-t", type=float, help="seconds a remote call may take (default: RpycMagics.timeout)")
@@ -228,6 +235,11 @@ class RpycMagics(Magics):
     @argument("--force", action="store_true", help="replace existing variables and a connection of the same name")
     @argument("--trust", action="store_true",
               help="let the server import modules and run code in this kernel (off by default)")
+    @argument("--group", "-g", metavar="NAME",
+              help="connect to every address (and --discover) at once, as a group bound to NAME")
+    @argument("--discover", action="store_true", help="with --group: the servers an rpyc registry knows")
+    @argument("--registry", metavar="HOST[:PORT]", help="with --discover: ask this registry (default: UDP broadcast)")
+    @argument("--tcp", action="store_true", help="with --discover --registry: a TCP registry")
     @line_magic
     def rpyc_connect(self, line: str = "") -> None:
         """Open an RPyC classic connection and bind it (and remote modules) to variables.
@@ -245,8 +257,16 @@ class RpycMagics(Magics):
             %rpyc_connect lab-pc:18812 --name lab --timeout 10
             %rpyc_connect [::1]:18812 --modules "sys os np=numpy"
             %rpyc_connect gpu-box --ssl --ca-certs ca.pem
+            %rpyc_connect node-a node-b node-c --group lab      # lab1, lab2, lab3, bound as lab
+            %rpyc_connect --discover --group lab                # every server rpyc's registry knows
+
+        A group's members connect at once and bind no names but the group's, a mapping of member
+        names to connections; ``%%rpyc lab`` runs a cell on all of them in parallel.
         """
         args = parse(self.rpyc_connect, line)
+        if self.groups is not None and self.groups.handles_connect(args):
+            return self.groups.connect(args)
+        args.address = args.address[0] if args.address else None
         name = args.name or "conn"
         prefix = self.prefix if args.prefix is None else args.prefix
         try:
@@ -258,6 +278,8 @@ class RpycMagics(Magics):
                        for alias, module in parse_modules(spec)]
         except ValueError as e:
             raise UsageError(str(e)) from None
+        if self.groups is not None and name in self.groups.groups:
+            raise UsageError(f"{name!r} is the name of a group: choose another --name")
         if any(local == name for local, _ in modules) and not args.no_inject:
             raise UsageError(f"--name {name} is also the name of an injected module: choose another --name or --prefix")
         target = self._target(args)
@@ -286,15 +308,18 @@ class RpycMagics(Magics):
         print(f"Connected to {session.summary()}{as_name}{injected}{trusted}")
 
     @magic_arguments()
-    @argument("name", nargs="?", help="connection to close (default: the only one)")
+    @argument("name", nargs="?", help="connection or group to close (default: the only connection)")
     @argument("--all", action="store_true", help="close every connection")
     @line_magic
     def rpyc_disconnect(self, line: str = "") -> None:
         """Close a connection, remove the names it injected and stop its embedded server.
 
-        Usage: ``%rpyc_disconnect [NAME | --all]``
+        A group's name closes every member and removes the group's name.
+        Usage: ``%rpyc_disconnect [NAME | GROUP | --all]``
         """
         args = parse(self.rpyc_disconnect, line)
+        if self.groups is not None and args.name in self.groups.groups and not args.all:
+            return self.groups.disconnect(args.name)
         if args.all:
             if args.name:
                 raise UsageError("give a NAME or --all, not both")
@@ -310,17 +335,24 @@ class RpycMagics(Magics):
             removed = self.registry.close(session, give_back=not args.all)
             gone = f"; removed {', '.join(removed)}" if removed else ""
             print(f"Disconnected {session.name} ({session.address}){gone}")
+        if args.all and self.groups is not None and self.groups.groups:
+            names = list(self.groups.groups)
+            self.groups.forget_all()
+            print(f"Removed the groups {', '.join(names)}")
 
     @magic_arguments()
-    @argument("name", nargs="?", help="connection to reopen (default: the one that is lost or busy)")
+    @argument("name", nargs="?", help="connection to reopen (default: the one that is lost or busy), or a group")
     @line_magic
     def rpyc_reconnect(self, line: str = "") -> None:
         """Open a fresh connection to the same place and re-bind its names.
 
         The embedded server is restarted if it died. Without NAME: the only connection,
-        or the one connection that is lost or busy. Usage: ``%rpyc_reconnect [NAME]``
+        or the one connection that is lost or busy.  For a group, only the members whose
+        server went away are reopened, all at once. Usage: ``%rpyc_reconnect [NAME | GROUP]``
         """
         args = parse(self.rpyc_reconnect, line)
+        if self.groups is not None and args.name in self.groups.groups:
+            return self.groups.reconnect(args.name)
         session = self._troubled() if args.name is None else None
         session = session or self.session(args.name)
         try:
@@ -337,6 +369,8 @@ class RpycMagics(Magics):
         """List the open connections: name, address, state, latency, server, injected names, trust."""
         parse(self.rpyc_connections, line)
         rows = []
+        groups = {s.name: g.name for g in (self.groups.groups.values() if self.groups is not None else ())
+                  for s in g.sessions}
         for s in self.registry.sessions.values():
             state, latency = s.state()
             rows.append(
@@ -348,6 +382,7 @@ class RpycMagics(Magics):
                     f"Python {s.remote_python}, pid {s.remote_pid}, {s.remote_host}",
                     ", ".join(self.registry.bound_names(s)) or "-",
                     "yes" if s.target.trust else "no",
+                    *([groups.get(s.name, "-")] if groups else []),
                 )
             )
         return ConnectionTable(rows)

@@ -20,7 +20,9 @@ class RunMagics(MagicsPart):
     """Run code on the server, and debug it there."""
 
     @magic_arguments()
-    @argument("name", nargs="?", help="connection to run on (default: the only one)")
+    @argument("name", nargs="?", help="connection to run on (default: the only one); a group, or a,b,c: "
+                                      "all of them at once")
+    @argument("--all", action="store_true", help="run on every open connection at once")
     @argument("--timeout", "-t", type=float, help="seconds this cell may take (default: the connection's)")
     @argument("--push", default="", metavar="a,b", help="local variables to copy to the server first")
     @argument("--pull", default="", metavar="c,d", help="server variables to copy back here afterwards")
@@ -38,8 +40,19 @@ class RunMagics(MagicsPart):
             %%rpyc lab --push n --pull total
             total = sum(i * i for i in range(n))
             total
+
+        On a group (``%%rpyc GROUP``, ``%%rpyc a,b,c``, ``%%rpyc --all``) the cell runs on every
+        member at once: output is labelled ``[stdout:NAME]``, the value is a table member ->
+        value (also in ``_rpyc_results``), ``--push`` sends to all, ``--pull`` binds each name
+        to a mapping member -> value, ``--timeout`` applies to each member; if a member fails,
+        the cell fails with every failing member's traceback under its name (``GroupError``).
         """
         args = parse(self.rpyc, line)
+        groups = self.settings.groups
+        if groups is not None and groups.wants(args):
+            return groups.run_cell(args, cell)
+        if args.all:
+            raise UsageError("--all runs on every connection; it needs the groups part of the extension")
         session = self.session(args.name)
         if session.conn is None:
             raise UsageError(f"{session.name} is not connected: %rpyc_reconnect {session.name}")
