@@ -36,8 +36,12 @@ class Wire:
         ok(self.kernel, f"%rpyc_connect 127.0.0.1:{self.proxy.port}\n" + KERNEL_IMPORT)
 
     def quiet(self) -> None:
-        """Nothing in flight (a late ``del`` of an earlier cell), nothing counted yet."""
+        """Nothing in flight (a late ``del`` of an earlier cell), nothing counted yet.  What the
+        server sent late has crossed the proxy but waits unread in the kernel's socket until the
+        kernel next serves the connection: serve it now, or a trace would count it."""
         ok(self.kernel, "import gc; gc.collect()")
+        assert self.proxy.quiesce(0.2, 5)
+        ok(self.kernel, "conn.poll_all(0)")
         assert self.proxy.quiesce(0.2, 5)
         self.proxy.take()
 
