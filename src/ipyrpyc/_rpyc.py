@@ -110,6 +110,15 @@ def is_closed(conn: Any) -> bool:
         return True
 
 
+def set_compress(conn: Any, compress: bool) -> bool:
+    """Whether what this side sends on ``conn`` is zlib-compressed (rpyc compresses every frame
+    over 3 kB by default); returns the previous setting."""
+    channel = conn._channel
+    previous = bool(channel.compress)
+    channel.compress = bool(compress)
+    return previous
+
+
 def socket_of(conn: Any) -> Optional[socket.socket]:
     try:
         return conn._channel.stream.sock
@@ -204,6 +213,11 @@ def remote_tb_text(exc: BaseException) -> Optional[str]:
         return None
     text = exc.__dict__.get("_remote_tb")
     return text if isinstance(text, str) else None
+
+
+def is_remote_exception(exc: BaseException) -> bool:
+    """Whether ``exc`` came from the server (an instance of a class rpyc made for it)."""
+    return is_rpyc_exception_class(type(exc))
 
 
 def is_rpyc_exception_class(cls: type) -> bool:
@@ -322,6 +336,17 @@ class _ReadTimeout:
     # the connection is lost; rpyc would wait for the rest forever, whatever the call's timeout.
     stall_timeout: Optional[float] = None
 
+    def write(self, data: bytes) -> None:
+        """rpyc's write re-slices (copies) the unsent rest after every send: quadratic in the
+        frame size; slices of one memoryview cost nothing."""
+        view = memoryview(data)
+        try:
+            while view.nbytes:
+                view = view[self.sock.send(view):]  # type: ignore[attr-defined]
+        except OSError as e:
+            self.close()  # type: ignore[attr-defined]
+            raise EOFError(e) from None
+
     def read(self, count: int) -> bytes:
         if self.read_timeout is not None:
             deadline = time.monotonic() + self.read_timeout
@@ -338,22 +363,22 @@ class _ReadTimeout:
         """rpyc's read, ended by ``failure()`` (the stream closed) when no byte arrives within
         ``seconds_left()``.  The socket's own timeout is left alone: other threads send on it."""
         sock = self.sock  # type: ignore[attr-defined]
-        data = []
-        while count > 0:
+        data = bytearray(count)  # received in place: a megabyte frame is not 16 pieces joined
+        view, done = memoryview(data), 0
+        while done < count:
             left = seconds_left()
             if left <= 0 or not _readable(sock, left):
                 raise self._fail(failure())
             try:
-                buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
+                n = sock.recv_into(view[done:], count - done)
             except (socket.timeout, InterruptedError, BlockingIOError):
                 continue
             except OSError as e:
                 raise self._fail(EOFError(e)) from None
-            if not buf:
+            if not n:
                 raise self._fail(EOFError("connection closed by peer"))
-            data.append(buf)
-            count -= len(buf)
-        return b"".join(data)
+            done += n
+        return data  # type: ignore[return-value]
 
     def _fail(self, error: BaseException) -> BaseException:
         self.close()  # type: ignore[attr-defined]

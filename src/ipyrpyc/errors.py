@@ -37,6 +37,11 @@ class RemoteTimeoutError(SessionError, TimeoutError):
     """A remote call took longer than the connection's timeout."""
 
 
+class TransferError(IpyrpycError):
+    """A copy of a value or a file could not be made; the message names the path or the type.
+    Nothing half-written is left behind."""
+
+
 class CallInterrupted(KeyboardInterrupt):
     """Ctrl-C (a kernel interrupt) stopped a remote call; still a ``KeyboardInterrupt``."""
 

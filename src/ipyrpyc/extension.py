@@ -12,6 +12,7 @@ from .inspection import InspectHook
 from .magics import RpycMagics
 from .magics_look import LookMagics
 from .magics_run import RunMagics
+from .magics_transfer import TransferMagics
 from .patches import Patches
 from .registry import Registry
 from .remote_errors import TracebackHook
@@ -26,7 +27,8 @@ class Extension:
         self.patches = Patches()
         self.registry = Registry(lambda: shell.user_ns, self.patches)
         self.magics = _magics_with_valid_config(shell, self.registry)
-        self.parts = (RunMagics(shell, self.magics), LookMagics(shell, self.magics))
+        self.parts = (RunMagics(shell, self.magics), LookMagics(shell, self.magics),
+                      TransferMagics(shell, self.magics))
         traits = self.magics
         limits = Limits(lambda name: getattr(traits, name))
         self.traceback_hook = TracebackHook(shell, self.registry, lambda: traits.traceback, self.patches)
