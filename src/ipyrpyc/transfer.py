@@ -232,11 +232,12 @@ class Pipeline:
 
     def __init__(self, link: Link, progress: Progress, what: str) -> None:
         self.link, self.progress, self.what = link, progress, what
-        self.pending: Deque[Tuple[Any, int, Optional[Callable[[Any], None]]]] = collections.deque()
+        self.pending: Deque[Tuple[Any, int, Optional[Callable[[Any], None]], float]] = collections.deque()
 
     def run(self, requests: Iterable[Request]) -> None:
         link = self.link
         window, inflight, moved, started = START_WINDOW, 0, 0, time.monotonic()
+        rtt = None  # the shortest time a request took: the link's round trip, about
         it = iter(requests)
         exhausted = False
         with _interrupts_deferred() as interrupted:
@@ -249,23 +250,25 @@ class Pipeline:
                             exhausted = True
                             break
                         name, args, size, on_reply = request
-                        self.pending.append((link.helper.send(name, *args), size, on_reply))
+                        self.pending.append((link.helper.send(name, *args), size, on_reply, time.monotonic()))
                         inflight += size + REQUEST_COST
                     if not self.pending:
                         break
-                    result, size, on_reply = self.pending[0]
+                    result, size, on_reply, sent = self.pending[0]
                     if not self._wait(result, interrupted):
                         break
                     self.pending.popleft()
+                    now = time.monotonic()
+                    rtt = now - sent if rtt is None else min(rtt, now - sent)
                     inflight -= size + REQUEST_COST
                     value = result.value  # the remote exception, if it failed
                     if on_reply is not None:
                         on_reply(value)
                     moved += size
                     self.progress.add(size)
-                    elapsed = time.monotonic() - started
-                    if elapsed > 0.02:
-                        window = int(min(MAX_WINDOW, max(MIN_WINDOW, moved / elapsed * WINDOW_SECONDS)))
+                    elapsed = now - started
+                    if elapsed > 0.02:  # keep WINDOW_SECONDS of data in flight beyond a round trip's worth
+                        window = int(min(MAX_WINDOW, max(MIN_WINDOW, moved / elapsed * (WINDOW_SECONDS + 2 * rtt))))
             except EOFError as e:
                 raise self._lost(e) from None
             finally:

@@ -39,12 +39,25 @@ def _plain_dtype(dtype):
     return dtype
 
 
-def _numpy():
-    return sys.modules.get("numpy")
+def _numpy(load=False):
+    """numpy if it is loaded (``load``: imported if need be; None when it is not installed)."""
+    np = sys.modules.get("numpy")
+    if np is None and load:
+        try:
+            import numpy as np
+        except ImportError:
+            return None
+    return np
 
 
-def _pandas():
-    return sys.modules.get("pandas")
+def _pandas(load=False):
+    pd = sys.modules.get("pandas")
+    if pd is None and load:
+        try:
+            import pandas as pd
+        except ImportError:
+            return None
+    return pd
 
 
 def byte_view(obj):
@@ -260,7 +273,7 @@ def _walk_buffers(tree, found, depth=0):
 
 
 def _ndarray_dtype(node):
-    np = _numpy()
+    np = _numpy(load=True)
     if np is None:
         raise TypeError("numpy is not installed here: cannot rebuild a numpy array")
     return _plain_dtype(np.dtype(node[1]))
@@ -279,7 +292,7 @@ def allocate(tree, sizes):
         if node is None:
             out[index] = bytearray(sizes[index])
             continue
-        np = _numpy()
+        np = _numpy(load=True)
         shape = tuple(int(n) for n in node[2])
         a = np.empty(shape, _ndarray_dtype(node), order="F" if node[3] == "F" else "C")
         if a.nbytes != sizes[index]:
@@ -330,7 +343,7 @@ class Rebuilder(object):
         if kind == "ndarray":
             return self.ndarray(tree)
         if kind == "npscalar":
-            np = _numpy()
+            np = _numpy(load=True)
             dtype = _ndarray_dtype(tree)
             return np.frombuffer(tree[2], dtype=dtype, count=1)[0]
         if kind == "pickle":
@@ -342,7 +355,7 @@ class Rebuilder(object):
         raise TypeError("unknown kind %r" % (kind,))
 
     def ndarray(self, tree):
-        np = _numpy()
+        np = _numpy(load=True)
         dtype = _ndarray_dtype(tree)
         shape = tuple(int(n) for n in tree[2])
         order = "F" if tree[3] == "F" else "C"
@@ -359,28 +372,21 @@ class Rebuilder(object):
 
     # -- pandas ------------------------------------------------------------------------------
     def pandas(self, tree, depth):
-        pd = _pandas()
+        pd = _pandas(load=True)
         if pd is None:
-            try:
-                import pandas as pd
-            except ImportError:
-                raise TypeError("pandas is not installed here: cannot rebuild a pandas %s" % tree[0]) from None
+            raise TypeError("pandas is not installed here: cannot rebuild a pandas %s" % tree[0])
         kind = tree[0]
         if kind == "dataframe":
             columns = self.index(tree[1], depth)
             index = self.index(tree[2], depth)
-            values = [self.values(v, depth) for v in tree[3]]
-            frame = pd.DataFrame(dict(enumerate(values)), index=index, copy=False)
-            if not values:
-                frame = pd.DataFrame(index=index)
+            data = dict((j, _series(pd, self.values(v, depth), index)) for j, v in enumerate(tree[3]))
+            frame = pd.DataFrame(data, copy=False) if data else pd.DataFrame(index=index)
             frame.columns = columns
             return frame
         if kind == "series":
-            values = self.values(tree[1], depth)
-            np = _numpy()
-            dtype = object if isinstance(values, np.ndarray) and values.dtype.kind == "O" else None  # not str
-            return pd.Series(values, index=self.index(tree[2], depth), name=self.value(tree[3], depth + 1),
-                             dtype=dtype, copy=False)
+            series = _series(pd, self.values(tree[1], depth), self.index(tree[2], depth))
+            series.name = self.value(tree[3], depth + 1)
+            return series
         return self.index(tree, depth)
 
     def index(self, tree, depth):
@@ -396,7 +402,7 @@ class Rebuilder(object):
             raise TypeError("malformed tree: %r is not an index" % (kind,))
         values = self.values(tree[1], depth)
         name = self.value(tree[2], depth + 1)
-        np = _numpy()
+        np = _numpy(load=True)
         if isinstance(values, np.ndarray) and values.dtype.kind == "O":
             return pd.Index(values, name=name, dtype=object)
         index = pd.Index(values, name=name, copy=False)
@@ -405,7 +411,7 @@ class Rebuilder(object):
         return index
 
     def values(self, tree, depth):
-        np, pd = _numpy(), _pandas()
+        np, pd = _numpy(load=True), _pandas(load=True)
         kind = tree[0]
         if kind == "ndarray":
             return self.ndarray(tree)
@@ -447,14 +453,21 @@ class Rebuilder(object):
             if len(marks) != len(items):
                 raise TypeError("malformed tree: string column of two lengths")
             missing = {_MISSING_NONE: None, _MISSING_NAN: float("nan"), _MISSING_NA: getattr(_pandas(), "NA", None)}
-            for i in _numpy().flatnonzero(marks).tolist():
+            for i in _numpy(load=True).flatnonzero(marks).tolist():
                 items[i] = missing.get(int(marks[i]))
         return items
 
 
+def _series(pd, values, index):
+    """A Series of exactly these values (an object array stays object: pandas 3 would make strings str)."""
+    np = _numpy(load=True)
+    dtype = object if isinstance(values, np.ndarray) and values.dtype.kind == "O" else None
+    return pd.Series(values, index=index, dtype=dtype, copy=False)
+
+
 def _object_array(items):
     """A list that numpy stores element by element (no broadcasting of nested sequences)."""
-    np = _numpy()
+    np = _numpy(load=True)
     out = np.empty(len(items), dtype=object)
     for i, x in enumerate(items):
         out[i] = x
