@@ -51,7 +51,7 @@ EXPECTED_ERRORS: Dict[str, List[Tuple[str, str]]] = {
         ('conn.namespace["nth"](rsys.path, 300)', "IndexError"),
     ],
     "02-remote-data-inspection.ipynb": [
-        ("--pull table", "UsageError"),
+        ("--pull third", "UsageError"),
     ],
     "03-connections-and-safety.ipynb": [
         ("    n += 1", "RemoteTimeoutError"),
@@ -275,8 +275,9 @@ def check_02(run: Run) -> None:
     assert value(run.cell('config["sensors"]["east"], ')) == ({"id": 3, "unit": "°C"}, "°C")
     pulled = result(run.cell("type(summary), type(sample)"))
     assert pulled.startswith("(dict, numpy.ndarray, (5, 3), dtype('float64'), "), pulled
-    refused = text(run.cell("--pull table"))
-    assert refused.startswith("UsageError: --pull table: pandas.DataFrame is not plain data"), refused
+    assert result(run.cell("type(table), table.shape")) == "(pandas.DataFrame, (5, 4), True)"
+    refused = text(run.cell("--pull third"))
+    assert refused.startswith("UsageError: --pull third: fractions.Fraction is not plain data"), refused
     assert "--trust" in refused
     # one request per display with ipyrpyc; what plain rpyc costs
     shown = value(run.cell("shown = {}"))

@@ -30,8 +30,10 @@ class RunMagics(MagicsPart):
 
         The last expression is displayed like a normal cell's; what the server prints
         appears here as it happens; errors show the cell's own lines. ``--push`` and
-        ``--pull`` copy plain data (numbers, strings, lists, dicts, numpy arrays …)
-        without pickle; on a ``--trust`` connection anything picklable can be pulled.
+        ``--pull`` copy numpy arrays, pandas DataFrames and Series and plain data
+        (numbers, strings, bytes, lists, dicts …) at link speed, without pickle, with a
+        progress bar for long copies; on a ``--trust`` connection anything picklable
+        can be copied.
 
         Example::
 

@@ -236,6 +236,8 @@ class Pipeline:
 
     def run(self, requests: Iterable[Request]) -> None:
         link = self.link
+        if link.guard is not None:
+            link.guard.check_busy(link.conn)  # behind an abandoned call, every chunk would wait
         window, inflight, moved, started = START_WINDOW, 0, 0, time.monotonic()
         rtt = None  # the shortest time a request took: the link's round trip, about
         it = iter(requests)
@@ -354,8 +356,12 @@ def pull_values(link: Link, target: Any, names: Optional[Sequence[str]], *, comp
     trip, then the large buffers of all of them in pipelined chunks."""
     tid = _transfer_id()
     with _tuned(link, compress):
-        results, sizes = link.helper.pull(tid, target, None if names is None else tuple(names), compress,
-                                          link.trusted)
+        try:
+            results, sizes = link.helper.pull(tid, target, None if names is None else tuple(names), compress,
+                                              link.trusted)
+        except BaseException:
+            _forget(link, tid)  # interrupted while the server exported: it may keep buffers for us
+            raise
         trees = tuple(r[2] for r in results if r[1] is None)
         sizes = tuple(int(n) for n in sizes)
         if sizes:
