@@ -275,7 +275,8 @@ def check_02(run: Run) -> None:
     assert value(run.cell('config["sensors"]["east"], ')) == ({"id": 3, "unit": "°C"}, "°C")
     pulled = result(run.cell("type(summary), type(sample)"))
     assert pulled.startswith("(dict, numpy.ndarray, (5, 3), dtype('float64'), "), pulled
-    assert result(run.cell("type(table), table.shape")) == "(pandas.DataFrame, (5, 4), True)"
+    assert result(run.cell("type(table), table.shape")) == (
+        "(pandas.DataFrame,\n (5, 4),\n {'north': 'float64', 'south': 'float64', 'east': 'float64', 'hour': 'int64'})")
     refused = text(run.cell("--pull third"))
     assert refused.startswith("UsageError: --pull third: fractions.Fraction is not plain data"), refused
     assert "--trust" in refused

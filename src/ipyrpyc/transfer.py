@@ -382,7 +382,7 @@ def pull_values(link: Link, target: Any, names: Optional[Sequence[str]], *, comp
             continue
         try:
             out.append(Pulled(name, rebuilder.value(tree)))
-        except TypeError as e:
+        except (TypeError, ValueError) as e:  # what this side cannot rebuild (no pandas here, a forged tree …)
             out.append(Pulled(name, problem="type", message=str(e)))
     return out
 
