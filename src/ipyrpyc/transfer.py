@@ -194,7 +194,7 @@ def _make_bar(total: int, desc: str, elapsed: float) -> Any:
         else:
             from tqdm.std import tqdm
         bar = tqdm(total=total, desc=desc, unit="B", unit_scale=True, unit_divisor=1024, leave=True,
-                   mininterval=0.2)
+                   mininterval=0.2, smoothing=0)  # the average rate: chunks arrive in bursts
     except Exception:
         return None
     bar.start_t -= elapsed  # the copy started before the bar: rate and ETA from the real start
