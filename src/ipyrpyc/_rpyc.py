@@ -325,6 +325,7 @@ def fetch_source_lines(conn: Any, places: List[Tuple[str, int]], timeout: float 
 
 
 # -- streams that do not wait forever --------------------------------------------------------------
+IN_PLACE_LIMIT = 16 << 20  # frames up to this size are received into one buffer allocated up front
 class _ReadTimeout:
     """While ``read_timeout`` is set, a read that is not complete after that many seconds
     raises ``socket.timeout``. rpyc's own ``read`` retries timed-out reads forever, so a peer
@@ -363,7 +364,9 @@ class _ReadTimeout:
         """rpyc's read, ended by ``failure()`` (the stream closed) when no byte arrives within
         ``seconds_left()``.  The socket's own timeout is left alone: other threads send on it."""
         sock = self.sock  # type: ignore[attr-defined]
-        data = bytearray(count)  # received in place: a megabyte frame is not 16 pieces joined
+        if count > IN_PLACE_LIMIT:  # a length no chunk of ours has (or a peer's garbage): as it comes
+            return self._read_pieces(sock, count, seconds_left, failure)
+        data = bytearray(count)  # received in place: a megabyte chunk is not 16 pieces joined
         view, done = memoryview(data), 0
         while done < count:
             left = seconds_left()
@@ -379,6 +382,25 @@ class _ReadTimeout:
                 raise self._fail(EOFError("connection closed by peer"))
             done += n
         return data  # type: ignore[return-value]
+
+    def _read_pieces(self, sock: socket.socket, count: int, seconds_left: Callable[[], float],
+                     failure: Callable[[], BaseException]) -> bytes:
+        data = []
+        while count > 0:
+            left = seconds_left()
+            if left <= 0 or not _readable(sock, left):
+                raise self._fail(failure())
+            try:
+                buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
+            except (socket.timeout, InterruptedError, BlockingIOError):
+                continue
+            except OSError as e:
+                raise self._fail(EOFError(e)) from None
+            if not buf:
+                raise self._fail(EOFError("connection closed by peer"))
+            data.append(buf)
+            count -= len(buf)
+        return b"".join(data)
 
     def _fail(self, error: BaseException) -> BaseException:
         self.close()  # type: ignore[attr-defined]

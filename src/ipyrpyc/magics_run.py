@@ -81,7 +81,7 @@ class RunMagics(MagicsPart):
             session.cells += 1
             has_value, value = helper.run_cell(cell, f"<{session.name}.cell-{session.cells}>", namespace)
         except TransferError as e:
-            raise UsageError(f"--push: {e}") from None
+            raise UsageError(f"--push {e}") from None
         except BaseException as e:
             if record is not None and _rpyc.remote_tb_text(e) is not None:
                 record.last_cell_error = e  # drawn with its remote frames only: they say it all
@@ -93,7 +93,7 @@ class RunMagics(MagicsPart):
             try:
                 results = transfer.pull_values(link, namespace, pull, **copy)
             except TransferError as e:
-                raise UsageError(f"--pull: {e}") from None
+                raise UsageError(f"--pull {e}") from None
             for result in results:
                 if result.problem == "missing":
                     raise UsageError(f"--pull {result.name}: not defined on the server")

@@ -355,7 +355,7 @@ def pull_values(link: Link, target: Any, names: Optional[Sequence[str]], *, comp
     """Copies of ``target`` (``names`` None) or of ``target[name]`` for each name: one round
     trip, then the large buffers of all of them in pipelined chunks."""
     tid = _transfer_id()
-    with _tuned(link, compress):
+    with _tuned(link, compress), _refused_by_server(", ".join(names) if names else "the value"):
         try:
             results, sizes = link.helper.pull(tid, target, None if names is None else tuple(names), compress,
                                               link.trusted)
@@ -446,7 +446,7 @@ def push_value(link: Link, namespace: Any, name: str, value: Any, *, compress: b
     out = value if isinstance(value, Outgoing) else Outgoing(value, link.trusted)
     tree, sizes = out.tree, out.sizes
     tid = _transfer_id()
-    with _tuned(link, compress):
+    with _tuned(link, compress), _refused_by_server(name):
         if not sizes:
             link.helper.push(tid, tree, (), namespace, name, compress, link.trusted)
             return
@@ -467,6 +467,18 @@ def push_value(link: Link, namespace: Any, name: str, value: Any, *, compress: b
             raise
         finally:
             bar.close()
+
+
+@contextlib.contextmanager
+def _refused_by_server(name: str) -> Iterator[None]:
+    """What the server could not take or give (no numpy there, no memory …): one line naming it."""
+    try:
+        yield
+    except Exception as e:
+        if not _rpyc.is_remote_exception(e):
+            raise
+        raise TransferError(f"{name}: the server failed to copy it: {type(e).__name__}: "
+                            f"{_remote_failure(e)}") from None
 
 
 def _concatenated(views: List[memoryview]) -> Callable[[int, int], bytes]:

@@ -439,6 +439,8 @@ def _tune_stream(channel):
                 raise EOFError(ex) from None
 
         def read(self, count):
+            if count > 16 << 20:  # no chunk of ours is that large: rpyc's way
+                return SocketStream.read(self, count)
             data = bytearray(count)
             view, done = memoryview(data), 0
             while done < count:
