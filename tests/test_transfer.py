@@ -16,9 +16,12 @@ import decimal  # noqa: F401 (the values of the no-pickle test are made with eva
 import fractions
 import hashlib
 import os
+import signal
 import socket
 import subprocess
+import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -196,6 +199,17 @@ def test_no_pickle_on_an_untrusted_connection_one_line_naming_the_type_and_trust
         message = str(info.value)
         assert named in message and "--trust" in message and "\n" not in message, message
     assert not pair.eval("'y' in globals()")
+
+
+def test_bad_inputs_of_the_api_are_one_line(pair):
+    with pytest.raises(ipyrpyc.TransferError, match="^nothing_here: not defined on the server$"):
+        ipyrpyc.pull(pair, "nothing_here")
+    with pytest.raises(TypeError, match="not a local list"):
+        ipyrpyc.pull(pair, [1, 2])
+    with pytest.raises(ValueError, match="identifier"):
+        ipyrpyc.push(pair, "not a name", 1)
+    with pytest.raises(TypeError, match="rpyc connection"):
+        ipyrpyc.pull("lab", "x")
 
 
 def test_pickle_only_on_a_trusted_link_and_never_unpickled_otherwise(pair):
@@ -445,3 +459,31 @@ def test_pull_and_push_magics_copy_frames_and_arrays(lab):
     assert_same(shell.user_ns["df"], pd.DataFrame({"x": np.arange(3), "s": ["a", "b", None]},
                                                   index=pd.Index(list("pqr"), name="k")))
     assert_same(shell.user_ns["arr"], np.arange(2_000_000, dtype="<i4")[::2][::-1].copy())
+
+
+def test_ctrl_c_at_any_moment_of_a_pull_leaves_the_connection_in_step(shell):
+    """SIGINT lands anywhere: in a reply's frame half-read, between chunks.  Ctrl-C during a copy only
+    sets a flag (the copy stops between messages), so every time the next call answers at once;
+    raising KeyboardInterrupt wherever it lands broke the connection about half of the time."""
+    shell.run_line_magic("rpyc_connect", "--name lab")
+    try:
+        shell.run_cell("%%rpyc lab\nimport numpy as np\nA = np.zeros(50_000_000)")
+        interrupted = 0
+        for i in range(12):
+            timer = threading.Timer(0.05 + 0.013 * i, lambda: os.kill(os.getpid(), signal.SIGINT))
+            timer.start()
+            try:
+                result = shell.run_cell("%%rpyc lab --pull A\n1", silent=True)
+                timer.join()
+                time.sleep(0.01)  # a late signal lands here, not in the checks below
+            except KeyboardInterrupt:
+                continue  # the copy had ended before the signal came
+            if isinstance(result.error_in_exec, KeyboardInterrupt):
+                interrupted += 1
+                assert "A" not in shell.user_ns
+            started = time.monotonic()
+            assert shell.ev("str(rsys.platform)") == sys.platform
+            assert time.monotonic() - started < 0.5
+        assert interrupted >= 8, interrupted
+    finally:
+        shell.run_line_magic("rpyc_disconnect", "--all")
