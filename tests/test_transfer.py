@@ -355,6 +355,8 @@ def test_each_bad_input_is_one_line_and_leaves_nothing(lab):
         "%rpyc_get C:\\data\\x.h5": "lab:C:\\data\\x.h5: no such file or directory",  # a drive, not a name
         "%rpyc_get q:/x": "Windows drive",
         "%rpyc_get lab:": "no remote path given",
+        f"%rpyc_get lab:{there / 'src' / 'a.txt'} newdir/": "newdir/: no such directory",
+        f"%rpyc_put dir/a.txt lab:{there / 'nodir'}/": "no such directory on the server",
         "%rpyc_put missing.txt lab:/tmp": "missing.txt: no such file or directory",
         "%rpyc_put dir lab:/tmp": "dir is a directory: -r copies it with its contents",
         f"%rpyc_put dir/a.txt lab:{there / 'nodir' / 'x.txt'}": "No such file or directory",

@@ -654,6 +654,8 @@ def _local_target(local: Optional[str], name: str) -> str:
     local = os.path.expanduser(local)
     if os.path.isdir(local):
         return os.path.join(local, name)
+    if local.endswith(("/", os.sep)):
+        raise TransferError(f"{local}: no such directory")
     parent = os.path.dirname(os.path.abspath(local))
     if not os.path.isdir(parent):
         raise TransferError(f"{local}: no such directory {parent}")
@@ -748,6 +750,8 @@ def put(link: Link, local: str, remote: str, *, recursive: bool = False, force: 
     if not is_dir and not stat.S_ISREG(st.st_mode):
         raise TransferError(f"{local}: not a regular file or directory")
     kind, _, _, _, absolute = _stat_remote(link, label, remote or ".")
+    if kind != "dir" and remote.endswith(("/", "\\")):
+        raise TransferError(f"{label}: no such directory on the server")
     name = os.path.basename(os.path.normpath(os.path.abspath(source)))
     top, first = (absolute, (name,)) if kind == "dir" else (absolute, ())
     if kind == "dir":

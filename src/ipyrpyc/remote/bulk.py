@@ -165,9 +165,10 @@ class _FileWriter(object):
 
     def commit(self, digest):
         self.file.close()
-        if self.position != self.size or digest != self.hash.hexdigest():
-            raise ValueError("%s: the data that arrived does not match the sender's (%d of %d bytes, sha256 %s)"
-                             % (self.path, self.position, self.size, "differs" if self.position == self.size else "-"))
+        if self.position != self.size:
+            raise ValueError("%s: %d of %d bytes arrived" % (self.path, self.position, self.size))
+        if digest != self.hash.hexdigest():
+            raise ValueError("%s: the sha256 of what arrived differs from the sender's" % (self.path,))
         if self.mode is not None:
             os.chmod(self.temp, self.mode)
         os.utime(self.temp, ns=(self.mtime_ns, self.mtime_ns))
