@@ -489,3 +489,29 @@ def test_ctrl_c_at_any_moment_of_a_pull_leaves_the_connection_in_step(shell):
         assert interrupted >= 8, interrupted
     finally:
         shell.run_line_magic("rpyc_disconnect", "--all")
+
+
+def test_a_checksum_that_differs_refuses_the_copy_on_either_side(pair, tmp_path, monkeypatch):
+    """What arrived is hashed where it is written and compared with the sender's sha256: a byte changed
+    on the way means an error naming the file, and no file."""
+    source = tmp_path / "source.bin"
+    source.write_bytes(os.urandom(3_000_000))
+    link = transfer.link_of(pair)
+    real_write = transfer._LocalFile.write
+
+    def corrupting(self, data):
+        data = bytearray(data)
+        data[0] ^= 1
+        real_write(self, bytes(data))
+
+    monkeypatch.setattr(transfer._LocalFile, "write", corrupting)
+    with pytest.raises(ipyrpyc.TransferError, match="sha256 of the data differs"):
+        transfer.get(link, str(source), str(tmp_path / "got.bin"), progress=False)
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.bin"]
+    helper, tid = link.helper, "t1"
+    helper.functions["fcreate"](tid, str(tmp_path / "put.bin"), (), 4, 0, 0o644, False, False)
+    helper.functions["fwrite"](tid, 0, b"data")
+    with pytest.raises(ValueError, match="sha256 of what arrived differs"):
+        helper.functions["fcommit"](tid, hashlib.sha256(b"other").hexdigest())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["source.bin"]
