@@ -287,3 +287,65 @@ def test_notebooks_01_and_05_in_jupyterlab_started_by_the_demo(tmp_path: Path) -
     assert repository_notebooks() == stored, "running the demo changed the repository's notebooks"
     assert (lab.root / ".jupyterlab-settings" / "@jupyterlab" / "apputils-extension" /
             "notification.jupyterlab-settings").is_file()
+
+
+@pytest.mark.timeout(240)
+def test_transfer_progress_bar_in_jupyterlab(tmp_path: Path) -> None:
+    """A copy slow enough to last a few seconds (a stock server behind a proxy adding 300 ms per
+    direction) shows tqdm's progress widget in the notebook: bar, bytes, rate."""
+    from ipyrpyc.proxy import DelayProxy
+    from tests.support.processes import StockServer
+
+    SCREENSHOTS.mkdir(exist_ok=True)
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is needed (apt-get install chromium)"
+    data = tmp_path / "data.bin"
+    data.write_bytes(os.urandom(48 << 20))
+    server = StockServer()
+    proxy = DelayProxy(("127.0.0.1", server.port), delay=0.3)
+    lab = None
+    try:
+        lab = JupyterLab(tmp_path)
+        notebook = nbformat.v4.new_notebook()
+        notebook.cells = [nbformat.v4.new_code_cell(f"%rpyc_connect 127.0.0.1:{proxy.port} --name slow"),
+                          nbformat.v4.new_code_cell(f"%rpyc_get slow:{data} {tmp_path / 'copy.bin'}"),
+                          nbformat.v4.new_code_cell("%rpyc_disconnect slow")]
+        notebook.metadata["kernelspec"] = {"name": "ipyrpyc", "display_name": "Python 3 (ipyrpyc)",
+                                           "language": "python"}
+        nbformat.write(notebook, lab.root / "progress.ipynb")
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.set_default_timeout(WAIT_MS)
+            try:
+                page.goto(f"{lab.url}/lab/tree/progress.ipynb?token={lab.token}")
+                expect(page.locator(".jp-Notebook .jp-CodeCell")).to_have_count(3)
+                expect(page.locator(".jp-StatusBar-TextItem", has_text=KERNEL_IDLE)).to_be_visible()
+                lab.note_processes()
+                notebook = current_notebook(page)
+                page.get_by_role("menuitem", name="Run", exact=True).click()
+                page.get_by_role("menuitem", name="Run All Cells", exact=True).click()
+                copy_cell = cell_with_source(notebook, f"%rpyc_get slow:{data} {tmp_path / 'copy.bin'}")
+                bar = copy_cell.locator(".jp-OutputArea-output .widget-hprogress")
+                expect(bar).to_be_visible(timeout=WAIT_MS)  # while it copies (connecting takes ~10 round trips)
+                lab.note_processes()
+                assert wait_until(lambda: all_cells_ran(notebook), 120, 0.25)
+                expect(copy_cell.locator(".jp-OutputArea")).to_contain_text("100%", timeout=WAIT_MS)
+                shown = copy_cell.locator(".jp-OutputArea").inner_text().replace("\u2007", " ")  # tqdm's spaces
+                assert "data.bin: 100%" in shown and "48.0M/48.0M" in shown and "MB/s]" in shown, shown
+                assert "Copied slow:" in shown and "sha256 checked" in shown, shown
+                copy_cell.screenshot(path=str(SCREENSHOTS / "browser-transfer-progress.png"))
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    page.screenshot(path=str(SCREENSHOTS / "browser-progress-failure.png"), timeout=10_000)
+                raise
+            finally:
+                browser.close()
+        assert (tmp_path / "copy.bin").read_bytes() == data.read_bytes()
+    finally:
+        try:
+            if lab is not None:
+                lab.stop()
+        finally:
+            proxy.stop()
+            server.stop()

@@ -57,7 +57,7 @@ EXPECTED_ERRORS: Dict[str, List[Tuple[str, str]]] = {
         ("%%rpyc_trace\nrsys.path[300]", "IndexError"),
     ],
     "02-remote-data-inspection.ipynb": [
-        ("--pull table", "UsageError"),
+        ("--pull third", "UsageError"),
     ],
     "03-connections-and-safety.ipynb": [
         ("    n += 1", "RemoteTimeoutError"),
@@ -383,7 +383,7 @@ def check_05(run: Run) -> None:
     assert "<code>__next__</code>" in html and "… 964 more not shown" in html
     assert trace_rows(run.cell("%%rpyc_trace\n%%rpyc\ntotal = 0")) == [("call", "method", "", "%%rpyc")]
     assert trace_rows(run.cell("%%rpyc --pull readings")) == [
-        ("call", "method", "", "%%rpyc"), ("call", "function", "", "%%rpyc --pull"),
+        ("call", "method", "", "%%rpyc"), ("call", "method", "", "%%rpyc --pull"),
         ("delete reference", "list", "", "rpyc: netref released")]
     assert result(run.cell("type(readings), len(readings)")) == "(list, 1000)"
     header, *rows = html_table(mime(run.cell("ways = {"), "text/html"))
@@ -410,8 +410,10 @@ def check_02(run: Run) -> None:
     assert value(run.cell('config["sensors"]["east"], ')) == ({"id": 3, "unit": "°C"}, "°C")
     pulled = result(run.cell("type(summary), type(sample)"))
     assert pulled.startswith("(dict, numpy.ndarray, (5, 3), dtype('float64'), "), pulled
-    refused = text(run.cell("--pull table"))
-    assert refused.startswith("UsageError: --pull table: pandas.DataFrame is not plain data"), refused
+    assert result(run.cell("type(table), table.shape")) == (
+        "(pandas.DataFrame,\n (5, 4),\n {'north': 'float64', 'south': 'float64', 'east': 'float64', 'hour': 'int64'})")
+    refused = text(run.cell("--pull third"))
+    assert refused.startswith("UsageError: --pull third: fractions.Fraction is not plain data"), refused
     assert "--trust" in refused
     # one request per display with ipyrpyc; what plain rpyc costs
     shown = value(run.cell("shown = {}"))

@@ -139,6 +139,15 @@ def is_closed(conn: Any) -> bool:
         return True
 
 
+def set_compress(conn: Any, compress: bool) -> bool:
+    """Whether what this side sends on ``conn`` is zlib-compressed (rpyc compresses every frame
+    over 3 kB by default); returns the previous setting."""
+    channel = conn._channel
+    previous = bool(channel.compress)
+    channel.compress = bool(compress)
+    return previous
+
+
 def socket_of(conn: Any) -> Optional[socket.socket]:
     try:
         return conn._channel.stream.sock
@@ -303,6 +312,11 @@ def remote_tb_text(exc: BaseException) -> Optional[str]:
     return text if isinstance(text, str) else None
 
 
+def is_remote_exception(exc: BaseException) -> bool:
+    """Whether ``exc`` came from the server (an instance of a class rpyc made for it)."""
+    return is_rpyc_exception_class(type(exc))
+
+
 def is_rpyc_exception_class(cls: type) -> bool:
     """rpyc's own local subclasses made for remote exceptions (``…<locals>.Derived``)."""
     try:
@@ -408,6 +422,7 @@ def fetch_source_lines(conn: Any, places: List[Tuple[str, int]], timeout: float 
 
 
 # -- streams that do not wait forever --------------------------------------------------------------
+IN_PLACE_LIMIT = 16 << 20  # frames up to this size are received into one buffer allocated up front
 class _ReadTimeout:
     """While ``read_timeout`` is set, a read that is not complete after that many seconds
     raises ``socket.timeout``. rpyc's own ``read`` retries timed-out reads forever, so a peer
@@ -418,6 +433,17 @@ class _ReadTimeout:
     # Once connected: a message that stops arriving half-way (no byte for this many seconds) means
     # the connection is lost; rpyc would wait for the rest forever, whatever the call's timeout.
     stall_timeout: Optional[float] = None
+
+    def write(self, data: bytes) -> None:
+        """rpyc's write re-slices (copies) the unsent rest after every send: quadratic in the
+        frame size; slices of one memoryview cost nothing."""
+        view = memoryview(data)
+        try:
+            while view.nbytes:
+                view = view[self.sock.send(view):]  # type: ignore[attr-defined]
+        except OSError as e:
+            self.close()  # type: ignore[attr-defined]
+            raise EOFError(e) from None
 
     def read(self, count: int) -> bytes:
         if self.read_timeout is not None:
@@ -435,6 +461,27 @@ class _ReadTimeout:
         """rpyc's read, ended by ``failure()`` (the stream closed) when no byte arrives within
         ``seconds_left()``.  The socket's own timeout is left alone: other threads send on it."""
         sock = self.sock  # type: ignore[attr-defined]
+        if count > IN_PLACE_LIMIT:  # a length no chunk of ours has (or a peer's garbage): as it comes
+            return self._read_pieces(sock, count, seconds_left, failure)
+        data = bytearray(count)  # received in place: a megabyte chunk is not 16 pieces joined
+        view, done = memoryview(data), 0
+        while done < count:
+            left = seconds_left()
+            if left <= 0 or not _readable(sock, left):
+                raise self._fail(failure())
+            try:
+                n = sock.recv_into(view[done:], count - done)
+            except (socket.timeout, InterruptedError, BlockingIOError):
+                continue
+            except OSError as e:
+                raise self._fail(EOFError(e)) from None
+            if not n:
+                raise self._fail(EOFError("connection closed by peer"))
+            done += n
+        return data  # type: ignore[return-value]
+
+    def _read_pieces(self, sock: socket.socket, count: int, seconds_left: Callable[[], float],
+                     failure: Callable[[], BaseException]) -> bytes:
         data = []
         while count > 0:
             left = seconds_left()

@@ -54,6 +54,11 @@ class GroupError(IpyrpycError):
         self.kind = kind  # what the members were asked: "execute" (a cell) or "apply" (a function)
 
 
+class TransferError(IpyrpycError):
+    """A copy of a value or a file could not be made; the message names the path or the type.
+    Nothing half-written is left behind."""
+
+
 class CallInterrupted(KeyboardInterrupt):
     """Ctrl-C (a kernel interrupt) stopped a remote call; still a ``KeyboardInterrupt``."""
 

@@ -14,6 +14,7 @@ from .magics_groups import GroupMagics
 from .magics_look import LookMagics
 from .magics_run import RunMagics
 from .magics_trace import TraceMagics
+from .magics_transfer import TransferMagics
 from .patches import Patches
 from .registry import Registry
 from .remote_errors import TracebackHook
@@ -30,7 +31,8 @@ class Extension:
         self.magics = _magics_with_valid_config(shell, self.registry)
         self.groups = GroupMagics(shell, self.magics)
         self.trace = TraceMagics(shell, self.magics)
-        self.parts = (RunMagics(shell, self.magics), LookMagics(shell, self.magics), self.trace, self.groups)
+        self.parts = (RunMagics(shell, self.magics), LookMagics(shell, self.magics), self.trace, self.groups,
+                      TransferMagics(shell, self.magics))
         traits = self.magics
         limits = Limits(lambda name: getattr(traits, name))
         self.traceback_hook = TracebackHook(shell, self.registry, lambda: traits.traceback, self.patches)

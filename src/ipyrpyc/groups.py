@@ -26,10 +26,10 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
-from . import _rpyc
+from . import _rpyc, transfer
 from .calls import SETTLE_SECONDS
 from .errors import CallInterrupted, ConnectError, GroupError, RemoteTimeoutError, SessionError
-from .remote.codec import export, rebuild
+from .remote.codec import export
 from .session import Session
 from .text import first_line
 
@@ -258,6 +258,37 @@ class Call:
         return self.record.guard
 
 
+def _each(calls: Sequence[Call], step: Callable[[Call], Any]) -> bool:
+    """``step(call)`` for each member still without an error, one after the other; a failure is
+    that member's error.  Returns False when Ctrl-C stopped it (the members not reached are
+    then stopped too)."""
+    for i, call in enumerate(calls):
+        if call.error is not None:
+            continue
+        try:
+            step(call)
+        except KeyboardInterrupt:
+            for rest in calls[i:]:
+                if rest.error is None:
+                    rest.error = CallInterrupted(f"interrupted a copy on {rest.name}")
+            return False
+        except Exception as e:
+            call.error = e
+    return True
+
+
+def _pulled_into(pulled: Dict[str, Dict[str, Any]], call: Call, results: Sequence[Any]) -> None:
+    """Keep the copies one member gave for ``--pull``; its first problem is its error."""
+    for result in results:
+        if result.problem == "missing":
+            raise SessionError(f"--pull {result.name}: not defined on {call.name}")
+        if result.problem is not None:
+            message = result.message if call.session.target.trust else transfer.pickle_refusal(result.message)
+            raise SessionError(f"--pull {result.name} on {call.name}: {message}")
+    for result in results:
+        pulled[result.name][call.name] = result.value
+
+
 def gather(calls: Sequence[Call], send: Callable[[Call], Any], timeout: Optional[float], timeout_hint: str) -> bool:
     """Send one asynchronous request to each call's member (``send(call)`` returns rpyc's
     ``AsyncResult``) and serve every member's connection until each call has its value or its
@@ -411,27 +442,24 @@ class Runner:
         self.bind = bind
 
     def run_cell(self, sessions: Sequence[Session], cell: str, push: Dict[str, Any], pull: Sequence[str],
-                 timeout: Optional[float], copy_pull: Callable[[Call, str, Exception], Any]) -> Results:
-        """Push, run ``cell`` and pull on every session, each step on all members at once.
+                 timeout: Optional[float], copy: Dict[str, Any]) -> Results:
+        """Push, run ``cell`` and pull on every session.
 
-        The results map each member to the cell's value; ``has_value`` tells whether the cell
-        ends with an expression, ``pulled`` maps each pulled name to ``{member: value}``.  A
-        member that fails a step skips the rest.  ``copy_pull(call, name, error)``
-        copies what ``--pull`` cannot send as plain data (or raises).  Raises GroupError when a
-        member failed, CallInterrupted on Ctrl-C; the results are bound either way.
+        The cell runs on all members at once; the copies of ``--push``/``--pull`` go through
+        :mod:`.transfer` (at link speed, pickle only on a trusted connection), member after
+        member, with ``copy``'s options (compress, progress).  The results map each member to
+        the cell's value; ``has_value`` tells whether the cell ends with an expression,
+        ``pulled`` maps each pulled name to ``{member: value}``.  A member that fails a step
+        skips the rest.  Raises GroupError when a member failed, CallInterrupted on Ctrl-C;
+        the results are bound either way.
         """
         calls = [Call(s) for s in sessions]
         hint = "raise the limit with %%rpyc --timeout or %config RpycMagics.timeout"
         values: Dict[str, Any] = {}
         pulled: Dict[str, Dict[str, Any]] = {name: {} for name in pull}
         with labelled(sessions):
-            done = True
-            for name, value in push.items():
-                tree = export(value)
-                done = gather(calls, lambda c, n=name, t=tree: c.helper.start("push", c.conn.namespace, n, t),
-                              timeout, hint)
-                if not done:
-                    break
+            done = _each(calls, lambda c: [transfer.push_value(transfer.link_of(c.conn), c.conn.namespace, name,
+                                                               value, **copy) for name, value in push.items()])
             if done:
                 for c in calls:
                     c.session.cells += 1
@@ -443,21 +471,9 @@ class Runner:
                         values[c.name] = c.value
                     elif c.record is not None and _rpyc.remote_tb_text(c.error) is not None:
                         c.record.last_cell_error = c.error  # drawn with its remote frames only
-            for name in pull if done else ():
-                done = gather(calls, lambda c, n=name: c.helper.start("pull", c.conn.namespace, n), timeout, hint)
-                for c in calls:
-                    if c.error is None:
-                        pulled[name][c.name] = rebuild(c.value)
-                    elif isinstance(c.error, NameError) and _rpyc.remote_tb_text(c.error) is not None:
-                        c.error = SessionError(f"--pull {name}: not defined on {c.name}")
-                    elif isinstance(c.error, TypeError) and _rpyc.remote_tb_text(c.error) is not None:
-                        error, c.error = c.error, None
-                        try:
-                            pulled[name][c.name] = copy_pull(c, name, error)
-                        except Exception as e:
-                            c.error = e
-                if not done:
-                    break
+            if done and pull:
+                done = _each(calls, lambda c: _pulled_into(pulled, c, transfer.pull_values(
+                    transfer.link_of(c.conn), c.conn.namespace, pull, **copy)))
         return self._finish(calls, {n: v[1] for n, v in values.items()}, "the cell", done,
                             has_value=any(v[0] for v in values.values()), pulled=pulled)
 

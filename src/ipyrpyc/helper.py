@@ -87,12 +87,29 @@ class RemoteHelper:
     def run_cell(self, source: str, filename: str, namespace: Any) -> Tuple[bool, Any]:
         return self.functions["run_cell"](source, filename, namespace)
 
-    def pull(self, namespace: Any, name: str) -> Any:
-        """A copy of the server's ``namespace[name]`` as a codec tree (see :mod:`.remote.codec`)."""
-        return self.functions["pull"](namespace, name)
+    def send(self, name: str, *args: Any) -> Any:
+        """An asynchronous call of the server function ``name``: its ``AsyncResult`` (the
+        pipelined chunks of a transfer, see :mod:`.transfer`)."""
+        return rpyc.async_(self.functions[name])(*args)
 
-    def push(self, namespace: Any, name: str, tree: Any) -> None:
-        self.functions["push"](namespace, name, tree)
+    def pull(self, tid: str, target: Any, names: Optional[Tuple[str, ...]], compress: bool,
+             allow_pickle: bool) -> Tuple[Any, Tuple[int, ...]]:
+        """Codec trees of ``target`` (or of ``target[name]`` for each name) and the sizes of the
+        buffers left on the server for transfer ``tid`` (see :mod:`.remote.bulk`)."""
+        return self.functions["pull"](tid, target, names, compress, allow_pickle)
+
+    def push(self, tid: str, tree: Any, sizes: Tuple[int, ...], namespace: Any, name: str, compress: bool,
+             allow_pickle: bool) -> bool:
+        """Bind ``namespace[name]`` to the value of ``tree``; False when its buffers are still to come."""
+        return self.functions["push"](tid, tree, sizes, namespace, name, compress, allow_pickle)
+
+    def stat(self, path: str) -> Tuple[Any, ...]:
+        """``(kind, size, mtime_ns, mode, absolute path)`` of a server path (kind ``missing``)."""
+        return tuple(self.functions["stat"](path))
+
+    def walk(self, path: str) -> Tuple[Any, ...]:
+        """Every directory and file under a server directory: ``((parts, kind, size, mtime_ns, mode), ...)``."""
+        return tuple(self.functions["walk"](path))
 
     def debug(self, readline: Callable[[str], str], write: Callable[[str], None]) -> Optional[str]:
         """Post-mortem pdb on the server for this connection's last failed call (None: none)."""

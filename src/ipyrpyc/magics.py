@@ -113,6 +113,13 @@ class RpycMagics(Magics):
     ssh_options = ListTrait(
         Unicode(), help="Extra ssh '-o' options for --ssh, e.g. ['UserKnownHostsFile=~/.ssh/lab_hosts']."
     ).tag(config=True)
+    progress = Bool(
+        True, help="Show a progress bar (bytes, rate, ETA) for copies of data and files that last over a second."
+    ).tag(config=True)
+    compress = Bool(
+        False, help="zlib-compress copies of data and files (--pull/--push, %rpyc_get/%rpyc_put): only worth it "
+        "on links slower than about 50 MB/s, for compressible data."
+    ).tag(config=True)
 
     @validate("timeout", "connect_timeout", "display_timeout", "completion_timeout", "discover_timeout")
     def _positive(self, proposal: Any) -> float:

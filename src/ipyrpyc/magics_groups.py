@@ -15,15 +15,13 @@ from IPython.core.magic import line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.lib import pretty
 
-from . import _rpyc, discovery
+from . import _rpyc, discovery, transfer
 from .arguments import DEFAULT_PORT, check_identifier, check_timeout, format_hostport, names_list, parse, parse_address
 from .display import Limits, remote_bundles
-from .errors import DiscoveryError, SessionError
-from .groups import Call, Group, Results, Runner, member_names, open_all
+from .errors import DiscoveryError
+from .groups import Group, Results, Runner, member_names, open_all
 from .magics import MagicsPart, RpycMagics
-from .remote.codec import export
 from .session import Session
-from .text import first_line
 
 CELL_CHARS = 1000  # a value in the results table is cut after this many characters
 CELL_LINES = 10  # … or lines
@@ -330,25 +328,20 @@ class GroupMagics(MagicsPart):
         if "\0" in cell:
             raise UsageError("the cell contains a null character (\\x00), which Python source cannot contain")
         values = {}
-        for name in push:
+        trusted = all(s.target.trust for s in sessions)
+        for name in push:  # all checked before anything is sent
             if name not in self.shell.user_ns:
                 raise UsageError(f"--push {name}: no such variable here")
             try:
-                export(self.shell.user_ns[name])
+                transfer.Outgoing(self.shell.user_ns[name], trusted)
             except (TypeError, ValueError) as e:
-                raise UsageError(f"--push {name}: {e}; only plain data and numpy arrays are copied") from None
+                hint = (", so it is not copied" if trusted else
+                        "; copying it needs pickle, which only --trust connections use")
+                raise UsageError(f"--push {name}: {e}{hint}") from None
             values[name] = self.shell.user_ns[name]
-        results = self.runner.run_cell(sessions, cell, values, pull, args.timeout, self._copy_pull)
+        copy = {"compress": self.settings.compress, "progress": self.settings.progress}
+        results = self.runner.run_cell(sessions, cell, values, pull, args.timeout, copy)
         return results if results.has_value else None
-
-    @staticmethod
-    def _copy_pull(call: Call, name: str, error: Exception) -> Any:
-        if not call.session.target.trust:
-            raise SessionError(f"--pull {name} on {call.name}: {first_line(error)}; copying it needs pickle, which "
-                               "lets the server run code in this kernel: only on a --trust connection")
-        import rpyc.utils.classic
-
-        return rpyc.utils.classic.obtain(call.conn.namespace[name])
 
     # -- results ------------------------------------------------------------------------------
     def _bind_results(self, results: Results) -> None:

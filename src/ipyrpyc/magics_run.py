@@ -9,10 +9,10 @@ from IPython.core.error import UsageError
 from IPython.core.magic import cell_magic, line_magic, magics_class
 from IPython.core.magic_arguments import argument, magic_arguments
 
-from . import _rpyc
+from . import _rpyc, transfer
 from .arguments import check_timeout, names_list, parse
+from .errors import TransferError
 from .magics import MagicsPart
-from .remote.codec import export, rebuild
 
 
 @magics_class
@@ -32,8 +32,10 @@ class RunMagics(MagicsPart):
 
         The last expression is displayed like a normal cell's; what the server prints
         appears here as it happens; errors show the cell's own lines. ``--push`` and
-        ``--pull`` copy plain data (numbers, strings, lists, dicts, numpy arrays …)
-        without pickle; on a ``--trust`` connection anything picklable can be pulled.
+        ``--pull`` copy numpy arrays, pandas DataFrames and Series and plain data
+        (numbers, strings, bytes, lists, dicts …) at link speed, without pickle, with a
+        progress bar for long copies; on a ``--trust`` connection anything picklable
+        can be copied.
 
         Example::
 
@@ -66,24 +68,33 @@ class RunMagics(MagicsPart):
         check_timeout(args.timeout)
         if "\0" in cell:
             raise UsageError("the cell contains a null character (\\x00), which Python source cannot contain")
-        trees = {}
+        try:
+            link = transfer.link_of(session.conn) if push or pull else None
+        except TransferError as e:
+            raise UsageError(str(e)) from None
+        outgoing = {}  # all checked before anything is sent
         for name in push:
             if name not in self.shell.user_ns:
                 raise UsageError(f"--push {name}: no such variable here")
             try:
-                trees[name] = export(self.shell.user_ns[name])
+                outgoing[name] = transfer.Outgoing(self.shell.user_ns[name], session.target.trust)
             except (TypeError, ValueError) as e:
-                raise UsageError(f"--push {name}: {e}; only plain data and numpy arrays are copied") from None
+                hint = (", so it is not copied" if session.target.trust else
+                        "; copying it needs pickle, which only a --trust connection uses")
+                raise UsageError(f"--push {name}: {e}{hint}") from None
         conn, helper, record = session.conn, session.helper, session.record
         namespace = conn.namespace
         saved = _rpyc.call_timeout(conn)
         if args.timeout is not None:
             _rpyc.set_call_timeout(conn, args.timeout)
+        copy = {"compress": self.settings.compress, "progress": self.settings.progress}
         try:
-            for name, tree in trees.items():
-                helper.push(namespace, name, tree)
+            for name, value in outgoing.items():
+                transfer.push_value(link, namespace, name, value, **copy)
             session.cells += 1
             has_value, value = helper.run_cell(cell, f"<{session.name}.cell-{session.cells}>", namespace)
+        except TransferError as e:
+            raise UsageError(f"--push {e}") from None
         except BaseException as e:
             if record is not None and _rpyc.remote_tb_text(e) is not None:
                 record.last_cell_error = e  # drawn with its remote frames only: they say it all
@@ -91,18 +102,18 @@ class RunMagics(MagicsPart):
         finally:
             _rpyc.set_call_timeout(conn, saved)
         pulled = {}  # all or nothing: a --pull that fails binds none of the names
-        for name in pull:
+        if pull:
             try:
-                pulled[name] = rebuild(helper.pull(namespace, name))
-            except NameError:
-                raise UsageError(f"--pull {name}: not defined on the server") from None
-            except TypeError as e:
-                if not session.target.trust:
-                    raise UsageError(f"--pull {name}: {e}; copying it needs pickle, which lets the server "
-                                     "run code in this kernel: only on a --trust connection") from None
-                import rpyc.utils.classic
-
-                pulled[name] = rpyc.utils.classic.obtain(namespace[name])
+                results = transfer.pull_values(link, namespace, pull, **copy)
+            except TransferError as e:
+                raise UsageError(f"--pull {e}") from None
+            for result in results:
+                if result.problem == "missing":
+                    raise UsageError(f"--pull {result.name}: not defined on the server")
+                if result.problem is not None:
+                    refusal = result.message if session.target.trust else transfer.pickle_refusal(result.message)
+                    raise UsageError(f"--pull {result.name}: {refusal}")
+                pulled[result.name] = result.value
         self.shell.user_ns.update(pulled)
         return value if has_value else None
 

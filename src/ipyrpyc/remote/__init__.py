@@ -20,7 +20,7 @@ from importlib import resources
 from typing import Sequence, Tuple
 
 # Order matters only for readability: the modules do not import each other.
-MODULES: Tuple[str, ...] = ("codec", "objects", "running", "output", "serving", "agent")
+MODULES: Tuple[str, ...] = ("codec", "bulk", "objects", "running", "output", "serving", "agent")
 FILENAME = "<ipyrpyc-remote>"
 
 _LOADER = '''

@@ -68,13 +68,8 @@ def start(modules, sink, module_names, imported=None):
         if sink is not None:
             route(sink)
 
-    def pull(namespace, name):
-        if name not in namespace:
-            raise NameError("name %r is not defined on the server" % (name,))
-        return codec.export(namespace[name])
-
-    def push(namespace, name, tree):
-        namespace[name] = codec.rebuild(tree)
+    transfers = modules["bulk"].Transfers(codec, connection)
+    served.on_detach.append(transfers.close_all)
 
     def call(source, filename, name, namespace, args, kwargs, items):
         rebuilt = codec.rebuild(items) if items is not None else None
@@ -88,9 +83,23 @@ def start(modules, sink, module_names, imported=None):
         ("who", objects.who),
         ("execute", runner.execute),
         ("run_cell", runner.run_cell),
-        ("pull", pull),
-        ("push", push),
+        ("pull", transfers.pull),
+        ("read", transfers.read),
+        ("push", transfers.push),
         ("call", call),
+        ("write", transfers.write),
+        ("finish", transfers.finish),
+        ("close", transfers.close),
+        ("stat", transfers.stat),
+        ("walk", transfers.walk),
+        ("fopen", transfers.fopen),
+        ("fread", transfers.fread),
+        ("fclose", transfers.fclose),
+        ("mkdir", transfers.mkdir),
+        ("fcreate", transfers.fcreate),
+        ("fwrite", transfers.fwrite),
+        ("fcommit", transfers.fcommit),
+        ("set_times", transfers.set_times),
         ("route", route),
         ("interrupt", serving.interrupt),
         ("debug", lambda readline, write: serving.debug(served, readline, write)),
