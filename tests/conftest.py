@@ -7,10 +7,12 @@ checks that it is gone.  The helpers live in ``tests.support``.
 from __future__ import annotations
 
 import os
-from typing import Iterator
+import subprocess
+from typing import Callable, Iterator, List
 
 import pytest
 
+from tests.support import netns
 from tests.support.kernels import Kernel
 from tests.support.netguard import NetworkGuard
 from tests.support.processes import StockServer, children_of, wait_until
@@ -69,3 +71,62 @@ def network_guard() -> Iterator[NetworkGuard]:
     finally:
         guard.uninstall()
     assert guard.violations == []
+
+
+# -- network namespaces: real separate hosts (tests.support.netns) ------------------------------
+def _links() -> List[str]:
+    """Interface names of the namespace the tests run in."""
+    out = subprocess.run(["ip", "-o", "link", "show"], capture_output=True, text=True, check=True).stdout
+    return sorted(line.split(":")[1].strip() for line in out.splitlines())
+
+
+@pytest.fixture(scope="session")
+def netns_ok() -> None:
+    """Network namespaces must work here: a test that needs them fails, by name, with the reason.
+
+    ``IPYRPYC_SKIP_NETNS=1`` turns that failure into a skip with the same reason (shown by
+    ``-ra``), for machines that refuse namespaces; the loopback tests run either way.
+    """
+    reason = netns.netns_available()
+    if reason is not None:
+        if os.environ.get("IPYRPYC_SKIP_NETNS"):
+            pytest.skip(f"network namespaces refused here: {reason}")
+        pytest.fail(f"network namespaces refused here: {reason} (IPYRPYC_SKIP_NETNS=1 skips these tests)",
+                    pytrace=False)
+    removed = netns.cleanup_stale()
+    if removed:
+        print(f"\nremoved leftovers of crashed runs: {removed}")
+
+
+@pytest.fixture
+def network_factory(netns_ok: None) -> Iterator[Callable[..., netns.Network]]:
+    """``make(hosts, **kw)`` -> a started Network; all closed (and checked) at teardown, and the
+    test's own namespace must have neither gained nor lost an interface."""
+    before = _links()
+    made: List[netns.Network] = []
+
+    def make(hosts: int = 5, **kw) -> netns.Network:
+        net = netns.Network(hosts=hosts, **kw).start()
+        made.append(net)
+        return net
+
+    try:
+        yield make
+    finally:
+        errors = []
+        for net in reversed(made):
+            try:
+                net.close()  # raises NetnsLeakError if anything is left
+            except BaseException as exc:
+                errors.append(exc)
+        if errors:
+            raise errors[0]
+        ours = [n for n in netns.list_namespaces() if n.startswith(f"{netns.DEFAULT_PREFIX}{os.getpid()}-")]
+        assert ours == [], f"namespaces left behind: {ours}"
+        assert _links() == before, "the test's own namespace gained or lost interfaces"
+
+
+@pytest.fixture
+def net(network_factory) -> netns.Network:
+    """Five hosts 198.18.0.1 .. 198.18.0.5 on one bridge."""
+    return network_factory(5)

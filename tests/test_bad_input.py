@@ -236,6 +236,8 @@ LINES = {
     "rpyc_disconnect": name_lines(["--all"]),
     "rpyc_reconnect": name_lines([]),
     "rpyc_connections": name_lines([]),
+    "rpyc_who": name_lines(["*", "x*", "[", "[!a]*", "?", "_*", "**", "[]]", "conn"]),
+    "rpyc_trace": name_lines(["on", "off", "ON", "on off"]),
 }
 
 # Known-hostile lines, always run (whatever the random draw), one list per magic.
@@ -260,6 +262,9 @@ HOSTILE = {
     "rpyc_disconnect": ["'", "nosuch", "if", "conn --all", "--all extra", "a b", "--bogus", "conn conn", ""],
     "rpyc_reconnect": ["'", "nosuch", "if", "--all", "a b", "--", "", "conn"],
     "rpyc_connections": ["'", "x", "--all", "--", ""],
+    "rpyc_who": ["'", "nosuch", "conn", "conn *", "nosuch *", "[", "conn [", "a b c", "--all", "\x00", "", "*",
+                 "_*", "conn ''"],
+    "rpyc_trace": ["'", "maybe", "on off", "ON", "--all", "", "on", "off", "off", "\x00", "on on"],
 }
 
 
@@ -424,14 +429,16 @@ def test_connect_leaves_an_open_connection_alone(harness_with_base, slot, data):
     harness_with_base.check("rpyc_connect", data.draw(one_hostile_part(slot)))
 
 
-@pytest.mark.parametrize("magic", ["rpyc_disconnect", "rpyc_reconnect", "rpyc_connections"])
+@pytest.mark.parametrize("magic", ["rpyc_disconnect", "rpyc_reconnect", "rpyc_connections", "rpyc_who",
+                                   "rpyc_trace"])
 @settings(max_examples=60, **SETTINGS)
 @given(data=st.data())
 def test_other_magics_never_raise_anything_but_usage_error(harness, magic, data):
     harness.check(magic, data.draw(LINES[magic]))
 
 
-@pytest.mark.parametrize("magic", ["rpyc_disconnect", "rpyc_reconnect", "rpyc_connections"])
+@pytest.mark.parametrize("magic", ["rpyc_disconnect", "rpyc_reconnect", "rpyc_connections", "rpyc_who",
+                                   "rpyc_trace"])
 @settings(max_examples=60, **SETTINGS)
 @given(data=st.data())
 def test_other_magics_leave_an_open_connection_alone(harness_with_base, magic, data):

@@ -29,7 +29,8 @@ from IPython.core.error import UsageError
 
 import ipyrpyc
 from ipyrpyc import _rpyc
-from ipyrpyc.errors import CallInterrupted, RemoteTimeoutError
+from ipyrpyc.arguments import parse
+from ipyrpyc.errors import CallInterrupted, GroupError, RemoteTimeoutError, SessionError
 from tests.support.netguard import NetworkGuard
 from tests.support.processes import wait_until
 
@@ -197,6 +198,8 @@ class Harness:
             assert self.session_registry() == sessions, (magic, line, cell)
             assert self.session.conn is self.conn and not _rpyc.is_closed(self.conn), (magic, line, cell)
             changed = {k for k in set(ns) | set(before) if ns.get(k, _GONE) is not before.get(k, _GONE)}
+            if magic == "rpyc" and self.grouped(line):
+                changed.discard("_rpyc_results")  # a group's cell (here --all) binds its results, like `_`
             if error is not None:
                 assert not changed, (magic, line, cell, outcome, changed)
             else:
@@ -208,9 +211,24 @@ class Harness:
         finally:
             self.restore(before)
 
+    def grouped(self, line: str) -> bool:
+        """Whether ``%%rpyc LINE`` runs as a group's cell (``--all``, ``a,b``)."""
+        try:
+            args = parse(self.ip.magics_manager.registry["RunMagics"].rpyc, line)
+        except (UsageError, SystemExit):
+            return False
+        return self.ext.groups.wants(args)
+
     def judge(self, e: BaseException, magic: str, line: str, cell: Optional[str]) -> None:
         """A failure that is not a UsageError must be the user's own cell's, not ours."""
         where = (magic, line, cell, repr(e)[:300])
+        if isinstance(e, GroupError):  # a group's cell: one line, and each member's error judged alike
+            assert magic == "rpyc" and str(e) and "\n" not in str(e) and self.grouped(line), where
+            for error in e.errors.values():
+                if isinstance(error, SessionError) and str(error).startswith("--pull "):
+                    continue  # a pulled name missing or not plain data on that member: one line
+                self.judge(error, magic, line, cell)
+            return
         if isinstance(e, RemoteTimeoutError):
             # the user's --timeout was shorter than the cell took: one line naming the setting
             assert magic == "rpyc" and "%%rpyc --timeout" in str(e) and "\n" not in str(e), where
@@ -290,6 +308,9 @@ SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scope
 @example(line="--push rec,deep", cell="1")
 @example(line="", cell="raise KeyboardInterrupt('mine')")
 @example(line="nosuch", cell="1")
+@example(line="--all", cell="raise ValueError('boom')")  # a group's cell: GroupError, _rpyc_results
+@example(line="--all --pull a,missing_q", cell="a = 1")
+@example(line="conn,conn", cell="a = 1\na")
 @example(line="", cell="+-")
 def test_rpyc_cell(harness, line, cell):
     harness.check("rpyc", line, cell)

@@ -123,3 +123,16 @@ def test_at_most_one_message_client_to_server_with_ipyrpyc(quick_result, key):
             f"{key} at {delay} ms sends {counts['c2s_frames']} messages client->server "
             f"({row['own_requests']} for the operation itself): {counts['requests']}"
         )
+
+
+@pytest.mark.timeout(120)
+def test_trace_benchmark_quick_mode_leaves_nothing_and_counts_the_same():
+    """``python -m benchmarks.trace --quick``: exact facts asserted, times printed only."""
+    out = subprocess.run([sys.executable, "-m", "benchmarks.trace", "--quick", "--no-kernel"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=110)
+    print(out.stdout)
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "wrappers left on a connection after tracing: 0\n" in out.stdout
+    assert "the same requests: True\n" in out.stdout
+    rows = [line.split() for line in out.stdout.splitlines() if line.startswith(("plain ", "ipyrpyc  ", "ipyrpyc, "))]
+    assert [row[-1] for row in rows] == ["100"] * 4, rows  # every connection: one request per read

@@ -345,7 +345,9 @@ def test_rpyc_info_shows_the_plumbing(rk):
     assert f"____id_pack__   ('builtins.list', {type_id}, {obj_id})" in out
     assert "____refcount__" in out
     assert "netref slots    ____conn__, ____id_pack__, ____refcount__" in out
-    names = ast.literal_eval(out.split("names): ", 1)[1].strip())
+    listing = out.split("names):\n", 1)[1].splitlines()
+    assert all(len(line) <= 79 and line.startswith("    '") for line in listing), listing  # wrapped between names
+    names = ast.literal_eval("(" + "".join(listing) + ",)")
     assert "append" in names and "__len__" in names
     assert names == tuple(value(rk, "conn.eval('tuple(dir([]))')"))
 

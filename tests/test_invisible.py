@@ -106,11 +106,15 @@ def _captured(fn: Callable[[], Any]) -> Tuple[Any, str, str, List[Any]]:
 
 def _completions(ip, text: str, jedi: bool) -> List[Tuple[str, str]]:
     ip.Completer.use_jedi = jedi
+    # jedi types completions only for this long (400 ms by default), then says <unknown>:
+    # on a busy machine that would differ between two runs for reasons of its own
+    timeout, ip.Completer.jedi_compute_type_timeout = ip.Completer.jedi_compute_type_timeout, 60_000
     try:
         with provisionalcompleter():
             return sorted((c.text, c.type) for c in ip.Completer.completions(text, len(text)))
     finally:
         ip.Completer.use_jedi = True
+        ip.Completer.jedi_compute_type_timeout = timeout
 
 
 def _cell(ip, code: str) -> Any:

@@ -352,6 +352,43 @@ def test_second_connection_takes_over_our_names(shell, classic_server, capsys):
         other.stop()
 
 
+def test_names_come_back_to_the_earlier_connection_still_open(shell, classic_server, capsys):
+    other, third = StockServer(), StockServer()
+    try:
+        run(shell, "rpyc_connect", classic_server.address)
+        run(shell, "rpyc_connect", f"{other.address} --name b")
+        run(shell, "rpyc_connect", f"{third.address} --name c --modules os")
+        ns = shell.user_ns
+        assert ns["ros"].getpid() == third.pid and _rpyc.connection_of(ns["rsys"]) is ns["b"]
+        capsys.readouterr()
+        run(shell, "rpyc_disconnect", "c")
+        out, err = capsys.readouterr()
+        assert out == f"Disconnected c ({third.address}); removed c\n"
+        assert err == "ipyrpyc: ros is connection 'b''s again\n"
+        assert ns["ros"].getpid() == other.pid
+        run(shell, "rpyc_disconnect", "b")
+        out, err = capsys.readouterr()
+        assert out == f"Disconnected b ({other.address}); removed b\n"
+        assert err == "ipyrpyc: rsys, ros are connection 'conn''s again\n"
+        assert ns["ros"].getpid() == classic_server.pid and _rpyc.connection_of(ns["rsys"]) is ns["conn"]
+        # a name the user took in between stays theirs; a closed connection's names never come back
+        run(shell, "rpyc_connect", f"{other.address} --name b")
+        ns["rsys"] = "mine"
+        run(shell, "rpyc_disconnect", "conn")
+        run(shell, "rpyc_disconnect", "b")
+        assert ns["rsys"] == "mine" and "ros" not in ns
+        run(shell, "rpyc_connect", classic_server.address)
+        run(shell, "rpyc_connect", f"{other.address} --name b --force")
+        capsys.readouterr()
+        run(shell, "rpyc_disconnect", "--all")  # everything closes: nothing handed back on the way
+        out, err = capsys.readouterr()
+        assert err == "" and not {"conn", "b", "rsys", "ros"} & set(ns)
+    finally:
+        run(shell, "rpyc_disconnect", "--all")
+        other.stop()
+        third.stop()
+
+
 def test_same_connection_name_twice(shell, classic_server):
     run(shell, "rpyc_connect", classic_server.address)
     old = shell.user_ns["conn"]

@@ -9,7 +9,10 @@ kernel, and every process the kernel started must be gone once the kernel has sh
 
 The outputs stored in the notebooks come from this test:
 ``IPYRPYC_SAVE_NOTEBOOKS=1 python -m pytest tests/test_notebooks.py`` writes the executed
-notebooks back to ``notebooks/`` (only when every check passed).
+notebooks back to ``notebooks/`` (only when every check passed).  Without it, a fresh run
+must show what the stored notebook shows, except for what differs between any two runs:
+pids, ports, addresses and object ids, timings, the bytes and milliseconds of a trace's
+requests, and the bytes of images.
 """
 
 from __future__ import annotations
@@ -43,6 +46,8 @@ LEFT_RUNNING: Dict[str, List[str]] = {
     "01-netrefs-and-exceptions.ipynb": ["embedded server"],
     "02-remote-data-inspection.ipynb": [],
     "03-connections-and-safety.ipynb": [],
+    "04-many-servers.ipynb": [],
+    "05-why-is-my-cell-slow.ipynb": [],
 }
 
 # The cells tagged raises-exception, in order: (text in the cell's source, expected ename).
@@ -50,9 +55,10 @@ EXPECTED_ERRORS: Dict[str, List[Tuple[str, str]]] = {
     "01-netrefs-and-exceptions.ipynb": [
         ("conn.modules.sys.path[300]", "IndexError"),
         ('conn.namespace["nth"](rsys.path, 300)', "IndexError"),
+        ("%%rpyc_trace\nrsys.path[300]", "IndexError"),
     ],
     "02-remote-data-inspection.ipynb": [
-        ("--pull table", "UsageError"),
+        ("--pull third", "UsageError"),
     ],
     "03-connections-and-safety.ipynb": [
         ("    n += 1", "RemoteTimeoutError"),
@@ -65,6 +71,11 @@ EXPECTED_ERRORS: Dict[str, List[Tuple[str, str]]] = {
         ("--name by_ip", "UsageError"),
         ("--name no_ca", "UsageError"),
     ],
+    "04-many-servers.ipynb": [
+        ("calibrated = raw / gain", "GroupError"),
+        ("except the one that went away", "GroupError"),
+    ],
+    "05-why-is-my-cell-slow.ipynb": [],
 }
 
 
@@ -216,6 +227,73 @@ def table_row(cell: dict, name: str) -> str:
     return rows[0]
 
 
+# -- a fresh run against the stored outputs ---------------------------------------------------------
+VOLATILE = [
+    (re.compile(r"\bpid \d+"), "pid N"),
+    (re.compile(r"(pid N, )[^\s<,]+"), r"\1HOST"),  # %rpyc_connections: the server's host name
+    (re.compile(r"((?:127\.0\.0\.1|localhost|\[::1\]):)\d+"), r"\1PORT"),
+    (re.compile(r"(127\.0\.0\.1(?: +|</td><td>))\d+\b"), r"\1PORT"),  # a host and its port in a table
+    (re.compile(r"0x[0-9a-f]{6,}"), "0xADDR"),
+    (re.compile(r"\b\d{9,}\b"), "ID"),  # object ids: a netref's ____id_pack__
+    (re.compile(r"\b\d[\d,]*(?:\.\d+)? ?(?:ms|s|µs|seconds)\b"), "TIME"),
+]
+TRACE_ROW = re.compile(r"^(\s+\d+  .*?)\s+[\d,]+\s+[\d,]+\s+(?:[\d.,]+|-)$")  # ends: sent, received, ms
+TRACE_TOTALS = re.compile(r"^(\s+\S+\s+\d[\d,]* requests?.*?)\s+[\d.]+ [KM]?B\s+[\d.]+ [KM]?B\s+[\d.,]+$")
+
+
+def normalized_text(text: str) -> str:
+    text = ANSI.sub("", text)
+    if text.startswith("rpyc trace: "):  # a trace: its requests, not their bytes and milliseconds
+        text = "\n".join(TRACE_TOTALS.sub(r"\1", TRACE_ROW.sub(r"\1", line)) for line in text.splitlines())
+    for pattern, replacement in VOLATILE:
+        text = pattern.sub(replacement, text)
+    # a text table's columns are as wide as their widest pid or time: compare its cells, not its padding
+    return re.sub(r"-{2,}", "--", re.sub(r" {2,}", " ", text))
+
+
+def normalized_outputs(nb) -> List[Tuple[str, list]]:
+    """(source, outputs) of every code cell, with what differs between two runs taken out."""
+    out = []
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        outputs = []
+        for o in cell.outputs:
+            if o.output_type == "stream":
+                outputs.append(("stream", o.name, normalized_text(o.text)))
+            elif o.output_type in ("execute_result", "display_data"):
+                plain = o.data.get("text/plain", "")
+                data = {mime: normalized_text(value) if mime.startswith("text/") else mime
+                        for mime, value in o.data.items()}
+                if plain.startswith("rpyc trace: "):
+                    data.pop("text/html", None)  # the same trace as the text, in a table
+                outputs.append((o.output_type, data))
+            elif o.output_type == "error":
+                outputs.append(("error", o.ename, normalized_text(o.evalue),
+                                normalized_text("\n".join(o.traceback))))
+        out.append((cell.source, outputs))
+    return out
+
+
+def assert_same_outputs(stored, fresh, name: str) -> None:
+    import difflib
+
+    differ = []
+    for (source, was), (_, now) in zip(normalized_outputs(stored), normalized_outputs(fresh)):
+        if was != now:
+            diff = "\n".join(difflib.unified_diff(pformat(was).splitlines(), pformat(now).splitlines(),
+                                                  "stored", "fresh", lineterm="", n=1))
+            differ.append(f"the cell {source[:120]!r}:\n{diff[:3000]}")
+    assert not differ, (f"{name}: {len(differ)} cells show something else than their stored outputs (refresh "
+                        "them with IPYRPYC_SAVE_NOTEBOOKS=1):\n" + "\n".join(differ))
+
+
+def pformat(value) -> str:
+    import pprint
+
+    return pprint.pformat(value, width=120)
+
+
 # -- what each notebook must show -----------------------------------------------------------------
 def check_01(run: Run) -> None:
     assert result(run.cell("type(conn.modules.sys)")) == "<netref class 'builtins.module'>"
@@ -240,6 +318,21 @@ def check_01(run: Run) -> None:
     for part in ("netref to a remote builtins.list", "____conn__", "____id_pack__", "____refcount__",
                  "the tutorial's ____oid__", "'append'"):
         assert part in info, info
+    listing = info.split("names):\n", 1)[1].splitlines()  # wrapped between names, never inside one
+    assert len(listing) > 3 and all(len(line) <= 79 and line.startswith("    '") for line in listing), listing
+    assert ast.literal_eval("[" + "".join(listing) + "]") == names
+    # what the tutorial's steps cost on the wire
+    assert trace_rows(run.cell("%%rpyc_trace\npath = rsys.path\nlen(path)")) == [
+        ("get attribute", "module sys", "path", "your code"), ("len", "list", "__len__", "your code")]
+    assert trace_rows(run.cell("%%rpyc_trace\ntype(rsys.path)")) == [
+        ("get attribute", "module sys", "path", "your code")]
+    assert result(run.cell("%%rpyc_trace\ntype(rsys.path)")) == "<netref class 'builtins.list'>"
+    assert trace_rows(run.cell("%%rpyc_trace\nrsys")) == [("call", "function", "", "ipyrpyc display")]
+    cell = run.cell("%%rpyc_trace\nrsys.path[300]")
+    assert error(cell).evalue == "list index out of range"
+    assert [o.output_type for o in cell.outputs] == ["error", "display_data"]  # the error, then its trace
+    assert trace_rows(cell) == [("get attribute", "module sys", "path", "your code"),
+                                ("get item (raised)", "list", "__getitem__", "your code")]
     # the tutorial's error, both sections, coloured, without rpyc's frames
     cell = run.cell("conn.modules.sys.path[300]")
     err = error(cell)
@@ -261,6 +354,48 @@ def check_01(run: Run) -> None:
     assert "rpyc/core" not in shown, shown
 
 
+def trace_report(cell: dict) -> Tuple[str, str]:
+    """(text/plain, text/html) of the trace a cell shows."""
+    shown = [o.data for o in cell.outputs if o.output_type == "display_data"
+             and o.data.get("text/plain", "").startswith("rpyc trace: ")]
+    assert len(shown) == 1, cell.outputs
+    return shown[0]["text/plain"], shown[0]["text/html"]
+
+
+def trace_rows(cell: dict) -> List[Tuple[str, ...]]:
+    """(request, on, name, by) of each request row of a cell's trace, from its HTML table."""
+    _, html = trace_report(cell)
+    table = html[html.index('<table class="ipyrpyc-trace-requests">'):]
+    header, *rows = html_table(table)
+    assert header == ["#", "connection", "request", "on", "name", "by", "sent", "received", "ms"], header
+    assert [r[0] for r in rows] == [str(i) for i in range(1, len(rows) + 1)]
+    return [tuple(r[2:6]) for r in rows]
+
+
+def check_05(run: Run) -> None:
+    slow = text(run.cell("for value in readings:\n    total += value\nprint("))
+    seconds = float(re.fullmatch(r"mean 20\.068 °C in (\d+\.\d\d) s\n", slow).group(1))
+    assert seconds > 1000 * 0.004  # a thousand round trips, each at least 4 ms: the proxy's delay
+    plain, html = trace_report(run.cell("%%rpyc_trace\ntotal = 0"))
+    assert plain.startswith("rpyc trace: 1,003 requests + 1 del in "), plain
+    spots = [line.strip() for line in plain.splitlines() if " × " in line]
+    assert len(spots) == 1 and spots[0].startswith("1,001 × next item `__next__` on list_iterator (conn): "), spots
+    assert "copy the data once with %%rpyc --pull NAME, or run the loop on the server with %%rpyc" in plain
+    assert "<code>__next__</code>" in html and "… 964 more not shown" in html
+    assert trace_rows(run.cell("%%rpyc_trace\n%%rpyc\ntotal = 0")) == [("call", "method", "", "%%rpyc")]
+    assert trace_rows(run.cell("%%rpyc --pull readings")) == [
+        ("call", "method", "", "%%rpyc"), ("call", "method", "", "%%rpyc --pull"),
+        ("delete reference", "list", "", "rpyc: netref released")]
+    assert result(run.cell("type(readings), len(readings)")) == "(list, 1000)"
+    header, *rows = html_table(mime(run.cell("ways = {"), "text/html"))
+    assert header == ["", "round trips", "time", "mean"], header
+    table = {row[0]: row[1:] for row in rows}
+    assert list(table) == ["loop over the netref", "the loop in %%rpyc", "--pull, then a local loop"]
+    assert [r[0] for r in table.values()] == ["1003", "1", "2"] and {r[2] for r in table.values()} == {"20.068"}
+    ms = [float(r[1].removesuffix(" ms").replace(",", "")) for r in table.values()]
+    assert ms[0] > 4000 and ms[0] > 20 * max(ms[1:]), ms
+
+
 def check_02(run: Run) -> None:
     html = mime(run.cell("df"), "text/html")
     assert "<table" in html and "north" in html and "1000 rows" in html
@@ -276,9 +411,12 @@ def check_02(run: Run) -> None:
     assert value(run.cell('config["sensors"]["east"], ')) == ({"id": 3, "unit": "°C"}, "°C")
     pulled = result(run.cell("type(summary), type(sample)"))
     assert pulled.startswith("(dict, numpy.ndarray, (5, 3), dtype('float64'), "), pulled
-    refused = text(run.cell("--pull table"))
+    table = result(run.cell("type(table), table.shape"))
     # pandas 2 and newer name the class pandas.DataFrame, pandas 1.5 pandas.core.frame.DataFrame
-    assert re.match(r"UsageError: --pull table: pandas\.(core\.frame\.)?DataFrame is not plain data", refused), refused
+    assert re.sub(r"pandas\.core\.frame\.", "pandas.", table) == (
+        "(pandas.DataFrame,\n (5, 4),\n {'north': 'float64', 'south': 'float64', 'east': 'float64', 'hour': 'int64'})"), table
+    refused = text(run.cell("--pull third"))
+    assert refused.startswith("UsageError: --pull third: fractions.Fraction is not plain data"), refused
     assert "--trust" in refused
     # one request per display with ipyrpyc; what plain rpyc costs
     shown = value(run.cell("shown = {}"))
@@ -300,7 +438,7 @@ def check_02_costs(run: Run) -> None:
     assert not run.cell("plain_display = json.loads(run.stdout)").outputs
     header, *rows = html_table(mime(run.cell("pd.DataFrame({"), "text/html"))
     assert header[1:] == ["ipyrpyc: requests", "ipyrpyc shows", "plain repr(): requests",
-                          "plain repr(): characters", "plain IPython display: requests", "seconds",
+                          "plain repr(): characters", "plain IPython display: requests", "time",
                           "IPython shows"], header
     table = {row[0]: dict(zip(header[1:], row[1:])) for row in rows}
     assert sorted(table) == ["config", "df", "events", "fig", "readings"], table
@@ -356,16 +494,59 @@ def check_03(run: Run) -> None:
     assert "Disconnected conn" in done and "Disconnected lab" in done and "Disconnected secure" in done
 
 
+def check_04(run: Run) -> None:
+    rows = result(run.cell("servers = %rpyc_discover")).splitlines()
+    assert rows[0].split() == ["host", "port", "answers", "latency"] and len(rows) == 6, rows
+    assert all(re.fullmatch(r"127\.0\.0\.1 +\d+ +yes +\d+\.\d ms", r) for r in rows[2:]), rows
+    assert html_table(mime(run.cell("servers = %rpyc_discover"), "text/html"))[0] == ["host", "port", "answers",
+                                                                                      "latency"]
+    assert text(run.cell("--tcp --group lab")).startswith("Connected 4 of 4 members of lab in ")
+    assert result(run.cell("lab")).startswith("<rpyc group lab: lab1 (127.0.0.1:")
+    for name in ("lab1", "lab2", "lab3", "lab4"):
+        assert table_row(run.cell("%rpyc_connections"), name).endswith(" no       lab")
+    cell = run.cell("time.sleep(1)\nraw = 20")
+    shown = text(cell)
+    for name in ("lab1", "lab2", "lab3", "lab4"):
+        assert re.search(rf"^\[stdout:{name}\]\nreading on pid \d+$", shown, re.M), shown
+    assert [line.split()[0] for line in result(cell).splitlines()] == ["lab1", "lab2", "lab3", "lab4"]
+    assert value(run.cell("dict(_rpyc_results)")) == {"lab1": 22.0, "lab2": 21.0, "lab3": 20.0, "lab4": 24.0}
+    failed = error(run.cell("calibrated = raw / gain"))
+    m = re.fullmatch(r"1 of 4 members failed the cell: (lab3)", failed.evalue)  # the gain of 0
+    assert m, failed.evalue
+    shown = ANSI.sub("", "\n".join(failed.traceback))
+    assert shown.startswith(f"[{m.group(1)}:execute]:\nRemote traceback (127.0.0.1:"), shown
+    assert "calibrated = raw / gain" in shown and "ZeroDivisionError: float division by zero" in shown, shown
+    table = result(run.cell("_rpyc_results"))
+    assert f"{m.group(1)}  <failed: ZeroDivisionError: float division by zero>" in table, table
+    assert "ZeroDivisionError" in result(run.cell("_rpyc_results.errors"))
+    alarm = value(run.cell("alarm"))
+    assert alarm == {"lab1": True, "lab2": False, "lab3": False, "lab4": True}, alarm
+    mapped = value(run.cell("lab.map(scaled, range(8))"))
+    assert mapped == [(0, "1.0"), (10, "1.0"), (20, "0.5"), (30, "0.5"), (40, "0.0"), (50, "0.0"), (60, "2.0"),
+                      (70, "2.0")], mapped  # contiguous chunks, in member order
+    lost = error(run.cell("except the one that went away"))
+    assert lost.evalue == "1 of 4 members failed the cell: lab2", lost.evalue
+    assert "[lab2:execute]:\nConnectionLostError: the connection 'lab2' to 127.0.0.1:" in ANSI.sub(
+        "", "\n".join(lost.traceback))
+    assert text(run.cell("%rpyc_reconnect lab")).startswith("Reconnected 1 of the 1 lost members of lab: lab2 ")
+    gains = result(run.cell('%%rpyc lab\nimport os\nos.environ["SENSOR_GAIN"]'))
+    assert gains == "lab1  '1.0'\nlab2  '0.5'\nlab3  '0.0'\nlab4  '2.0'", gains
+    assert text(run.cell("%rpyc_disconnect lab")).startswith("Disconnected group lab (lab1, lab2, lab3, lab4)")
+
+
 CHECKS: Dict[str, List[Callable[[Run], None]]] = {
     "01-netrefs-and-exceptions.ipynb": [check_01],
     "02-remote-data-inspection.ipynb": [check_02, check_02_costs],
     "03-connections-and-safety.ipynb": [check_03],
+    "04-many-servers.ipynb": [check_04],
+    "05-why-is-my-cell-slow.ipynb": [check_05],
 }
 
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", sorted(EXPECTED_ERRORS))
 def test_notebook_runs_and_shows_what_it_says(name: str, tmp_path: Path) -> None:
+    stored = nbformat.read(NOTEBOOKS / name, as_version=4)
     run = Run(name, tmp_path)
     print(f"{name}: {run.seconds:.1f} s")
     code_cells = [(i, c) for i, c in enumerate(run.nb.cells) if c.cell_type == "code"]
@@ -387,6 +568,9 @@ def test_notebook_runs_and_shows_what_it_says(name: str, tmp_path: Path) -> None
         check(run)
     if os.environ.get("IPYRPYC_SAVE_NOTEBOOKS") == "1":
         nbformat.write(run.nb, NOTEBOOKS / name)
+    else:
+        assert [c.source for c in stored.cells] == [c.source for c in run.nb.cells]
+        assert_same_outputs(stored, run.nb, name)
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED_ERRORS))

@@ -93,39 +93,28 @@ class _CuttingDirection(_Direction):
     """Server -> client: while the proxy is armed, frames are forwarded whole until one of at least
     ``threshold`` bytes comes; its header and half its payload are forwarded, then the proxy resets."""
 
-    def _read(self) -> None:
+    buffer = b""  # what is held back while armed
+
+    def forward(self, data: bytes, now: float) -> bool:
         proxy = self.proxy
-        buf = bytearray()
-        try:
-            while not proxy.stopping.is_set():
-                try:
-                    data = self.src.recv(65536)
-                except OSError:
+        if not proxy.armed.is_set() and not self.buffer:
+            return super().forward(data, now)
+        buf = self.buffer = self.buffer + data
+        while len(buf) >= HEADER.size:
+            length, _ = HEADER.unpack_from(buf)
+            if length >= proxy.threshold:
+                cut = HEADER.size + length // 2
+                if len(buf) < cut:
                     break
-                if not data:
-                    break
-                now = time.monotonic()
-                proxy._record(self.parser.feed(data, now), now)
-                if not proxy.armed.is_set() and not buf:
-                    self.queue.put((now + proxy.delay, data))
-                    continue
-                buf += data
-                while len(buf) >= HEADER.size:
-                    length, _ = HEADER.unpack_from(buf)
-                    if length >= proxy.threshold:
-                        cut = HEADER.size + length // 2
-                        if len(buf) < cut:
-                            break
-                        self.queue.put((now, bytes(buf[:cut])))
-                        proxy.reset_after_flush(self, cut, HEADER.size + length + FLUSHER_LEN)
-                        return
-                    total = HEADER.size + length + FLUSHER_LEN
-                    if len(buf) < total:
-                        break
-                    self.queue.put((now, bytes(buf[:total])))
-                    del buf[:total]
-        finally:
-            self.queue.put(None)
+                self.queue.put((now, buf[:cut]))
+                proxy.reset_after_flush(self, cut, HEADER.size + length + FLUSHER_LEN)
+                return False
+            total = HEADER.size + length + FLUSHER_LEN
+            if len(buf) < total:
+                break
+            self.queue.put((now, buf[:total]))
+            buf = self.buffer = buf[total:]
+        return True
 
 
 class ResettingProxy(DelayProxy):
@@ -138,33 +127,8 @@ class ResettingProxy(DelayProxy):
         self.cuts: List[tuple] = []  # (bytes of the frame forwarded, frame size)
         super().__init__(target)
 
-    def _accept(self) -> None:  # DelayProxy._accept with the cutting direction
-        while not self.stopping.is_set():
-            try:
-                client, _ = self.listener.accept()
-            except socket.timeout:
-                continue
-            except OSError:
-                return
-            try:
-                server = socket.create_connection(self.target, timeout=5)
-                server.settimeout(None)
-            except OSError as e:
-                self.errors.append(f"cannot reach {self.target}: {e}")
-                client.close()
-                continue
-            client.settimeout(None)
-            for s in (client, server):
-                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            dirs = [_Direction(self, client, server, C2S), _CuttingDirection(self, server, client, S2C)]
-            with self.lock:
-                if self.stopping.is_set():
-                    client.close()
-                    server.close()
-                    return
-                self.connections.append((client, server, dirs))
-            for d in dirs:
-                d.start()
+    def _directions(self, client: socket.socket, server: socket.socket) -> List[_Direction]:
+        return [_Direction(self, client, server, C2S), _CuttingDirection(self, server, client, S2C)]
 
     def inject(self, data: bytes) -> None:
         """Send ``data`` to the client of the newest connection, as if the server had sent it."""

@@ -136,6 +136,60 @@ def test_describe_and_lookup():
     assert objects.lookup(os, ("nope",), 10) == (False, None, ())
 
 
+class Watched:
+    """Counts every use of its own code: %rpyc_who must not run any of it."""
+
+    calls = 0
+
+    def __repr__(self):
+        Watched.calls += 1
+        return "W"
+
+    def __len__(self):
+        Watched.calls += 1
+        return 1
+
+    @property
+    def __class__(self):
+        Watched.calls += 1
+        return int
+
+    def __getattr__(self, name):
+        Watched.calls += 1
+        raise AttributeError(name)
+
+
+def test_who_summarises_cheaply_hides_underscores_and_matches_globs():
+    np = pytest.importorskip("numpy")
+    ns = {"n": 42, "text": "hello", "items": [1, 2, 3], "arr": np.zeros((10, 3)), "mod": os, "f": documented,
+          "w": Watched(), "_hidden": 1, "__builtins__": {}, 7: "not a name"}
+    names, matching, rows = objects.who(ns, None, 100, 60)
+    assert (names, matching) == (7, 7) and [r[0] for r in rows] == sorted(r[0] for r in rows)
+    table = {name: (kind, summary) for name, kind, summary in rows}
+    assert table["n"] == ("builtins.int", "42")
+    assert table["text"] == ("builtins.str", "len 5, 54 bytes: 'hello'")
+    assert table["items"] == ("builtins.list", "len 3")
+    assert table["arr"] == ("numpy.ndarray", "shape (10, 3), float64, 240 bytes")
+    assert table["mod"] == ("builtins.module", "os") and table["f"] == ("builtins.function", "documented")
+    assert table["w"] == (f"{__name__}.Watched", "") and Watched.calls == 0
+    assert objects.who(ns, "_*", 100, 60)[1:] == (2, (("__builtins__", "builtins.dict", "len 0"),
+                                                      ("_hidden", "builtins.int", "1")))
+    assert objects.who(ns, "[at]*", 100, 60)[1] == 2 and objects.who(ns, "zz*", 100, 60) == (7, 0, ())
+
+
+def test_who_stays_within_its_caps_for_10000_names_and_a_100_mb_object():
+    ns = {f"name_{i:05d}": i for i in range(10_000)}
+    ns["big"] = b"\0" * 100_000_000
+    ns["long_" + "x" * 500] = "y" * 1000
+    names, matching, rows = objects.who(ns, None, 100, 80)
+    assert (names, matching, len(rows)) == (10_002, 10_002, 100)
+    assert rows[0][:2] == ("big", "builtins.bytes") and len(rows[0][2]) == 80
+    assert rows[0][2].startswith("len 100,000,000, 95.4 MB: b'\\x00\\x00") and rows[0][2].endswith("…")
+    assert all(len(text) <= 80 for row in rows for text in row)
+    assert len(repr(rows)) < 20_000  # what travels back, whatever the namespace holds
+    assert objects.who(ns, "long_*", 100, 80)[2][0][0] == "long_" + "x" * 74 + "…"
+
+
 # -- codec ----------------------------------------------------------------------------------------
 @pytest.mark.parametrize("value", [None, 1, 2.5, 3j, "s", b"b", True, [1, (2, {3: "x"})], {"a": [frozenset({1})]},
                                    {1, 2}, (), []])
@@ -172,6 +226,20 @@ def test_runner_keeps_source_lines_until_forgotten():
     assert tb.tb_frame.f_code.co_filename == "<t.execute-1>"
     r.forget()
     assert not any(k.startswith("<t.") for k in linecache.cache)
+
+
+def test_runner_calls_a_function_it_defines_or_finds():
+    r = running.Runner()
+    ns: dict = {}
+    source = "def f(x, k=1):\n    return x * k\n"
+    assert r.call(source, "<t.apply-1>", "f", ns, (3,), {"k": 2}, None) == 6
+    assert r.call(None, "<t.apply-2>", "f", ns, (), {"k": 10}, (1, 2, 3)) == (10, 20, 30)  # defined before
+    assert r.call(None, "<t.apply-3>", "len", ns, ("abc",), {}, None) == 3  # a builtin
+    assert r.call(None, "<t.apply-4>", "os.path.basename", {"os": os}, ("/a/b",), {}, None) == "b"
+    with pytest.raises(NameError):
+        r.call(None, "<t.apply-5>", "nothing_here", ns, (), {}, None)
+    assert linecache.getline("<t.apply-1>", 2) == "    return x * k\n"
+    r.forget()
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -239,6 +307,14 @@ def test_failed_requests_carry_no_frame_of_ours_and_are_kept_for_the_debugger(pa
     assert "42" in "".join(said)
 
 
+def test_who_is_one_call_of_the_helper_on_the_connections_namespace(pair):
+    helper, _ = RemoteHelper.install(pair)
+    pair.execute("import sys\nvalues = list(range(5))\nlabel = 'hi'")
+    names, matching, rows = helper.who(pair.namespace, "[lv]*", 10, 80, 5.0)
+    assert (names, matching) == (3, 2)
+    assert rows == (("label", "builtins.str", "len 2, 51 bytes: 'hi'"), ("values", "builtins.list", "len 5"))
+
+
 def test_an_interrupt_stops_a_running_request_and_the_connection_answers_after(pair):
     helper, _ = RemoteHelper.install(pair)
     result = rpyc.async_(pair.eval)("[0 for _ in iter(int, 1)]")  # runs until interrupted
@@ -255,3 +331,24 @@ def wait(predicate, timeout=5.0):
             return True
         time.sleep(0.02)
     return predicate()
+
+
+def test_starting_with_modules_and_live_output_costs_two_requests_and_no_inspect(pair):
+    """The first request describes the modules' netref classes (what rpyc's inspect request would
+    answer), the second starts the program with the sink in place: no request per module."""
+    from ipyrpyc.wire import RequestCounter
+
+    said = []
+    with RequestCounter(pair) as rc:
+        helper, modules = RemoteHelper.install(pair, ["os", "sys", "no_such_module"],
+                                               lambda name, text: said.append((name, text)))
+    assert rc.handlers == ["call", "call"], rc.handlers
+    assert modules["no_such_module"].startswith("ModuleNotFoundError")
+    # the classes are the ones rpyc builds from its own inspect request
+    id_pack = object.__getattribute__(modules["os"], "____id_pack__")
+    inspected = dict(pair.sync_request(rpyc.core.consts.HANDLE_INSPECT, id_pack))
+    assert inspected and set(inspected) <= set(vars(type(modules["os"])))
+    assert modules["os"].getpid() == os.getpid() and modules["sys"].maxsize == sys.maxsize
+    # live output is routed from the start: a print made while serving this connection comes here
+    helper.execute("print('hello')", "<pair.execute-1>", pair.namespace)
+    assert wait(lambda: ("stdout", "hello") in said), said

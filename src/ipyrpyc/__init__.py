@@ -16,22 +16,27 @@ from .errors import (
     RemoteTimeoutError,
     SessionError,
     StaleNetrefError,
+    TransferError,
 )
 
 __version__ = "0.1.0"
 __all__ = [
     "BusyError", "ConnectError", "ConnectionLostError", "IpyrpycError", "RemoteTimeoutError", "SessionError",
-    "StaleNetrefError", "connect", "load_ipython_extension", "unload_ipython_extension",
+    "StaleNetrefError", "TransferError", "connect", "get", "load_ipython_extension", "pull", "push", "put",
+    "unload_ipython_extension",
 ]
+_LAZY = {"connect": ("api", "connect"), "pull": ("transfer", "pull"), "push": ("transfer", "push"),
+         "get": ("transfer", "get_file"), "put": ("transfer", "put_file")}
 
 _loaded: Dict[int, Any] = {}
 
 
 def __getattr__(name: str) -> Any:
-    if name == "connect":  # imported on first use: ``python -m ipyrpyc server`` stays light
-        from .api import connect
+    if name in _LAZY:  # imported on first use: ``python -m ipyrpyc server`` stays light
+        import importlib
 
-        return connect
+        module, attribute = _LAZY[name]
+        return getattr(importlib.import_module(f".{module}", __name__), attribute)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

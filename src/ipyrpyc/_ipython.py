@@ -66,14 +66,27 @@ def list_tb(shell: Any) -> Any:
     return tb
 
 
+def run_nested_cell(shell: Any, cell: str) -> Any:
+    """Run ``cell`` from a cell magic as the cell itself would run: its output, its last
+    expression as ``Out[n]``, its error drawn once; an error also fails the enclosing cell
+    (the execute reply says so, as without the magic).  Returns IPython's ExecutionResult."""
+    outer = getattr(shell.displayhook, "exec_result", None)
+    result = shell.run_cell(cell, store_history=False)
+    shell.displayhook.exec_result = outer  # run_cell resets it when it ends
+    error = result.error_before_exec if result.error_before_exec is not None else result.error_in_exec
+    if error is not None and outer is not None and outer.error_in_exec is None:
+        outer.error_in_exec = error
+    return result
+
+
 def colors_on(shell: Any) -> bool:
     return str(getattr(shell, "colors", "nocolor")).lower() != "nocolor"
 
 
-def exception_of(shell: Any, exc_tuple: Any) -> Optional[BaseException]:
-    """The exception ``showtraceback(exc_tuple)`` is about to show, or None."""
+def exc_info(shell: Any, exc_tuple: Any) -> Optional[Tuple[type, BaseException, Any]]:
+    """``(type, exception, traceback)`` that ``showtraceback(exc_tuple)`` is about to show, or None."""
     try:
-        return shell._get_exc_info(exc_tuple)[1]
+        return shell._get_exc_info(exc_tuple)
     except Exception:
         return None
 

@@ -6,16 +6,21 @@ the exception classes rpyc makes for remote errors, and the state of requests.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import socket
 import sys
 import time
-from typing import Any, Callable, List, Optional, Tuple
+import zlib
+from typing import Any, Callable, Iterable, Iterator, List, Optional, Tuple
 
 import rpyc
+from rpyc.core import brine as _brine
 from rpyc.core import consts as _consts
+from rpyc.core import netref as _netref
 from rpyc.core import vinegar as _vinegar
+from rpyc.core.channel import Channel as _Channel
 from rpyc.core.async_ import AsyncResult, AsyncResultTimeout
 from rpyc.core.netref import asyncreq as _asyncreq
 from rpyc.core.protocol import Connection
@@ -26,6 +31,8 @@ RPYC_DIR = os.path.dirname(os.path.abspath(rpyc.__file__))
 HANDLE_CLOSE = _consts.HANDLE_CLOSE  # what rpyc's Connection.close() sends through sync_request
 HANDLE_DEL = _consts.HANDLE_DEL  # rpyc's fire-and-forget garbage collection of a netref
 MSG_REQUEST = _consts.MSG_REQUEST
+MSG_REPLY = _consts.MSG_REPLY
+MSG_EXCEPTION = _consts.MSG_EXCEPTION
 HANDLER_NAMES = {getattr(_consts, n): n[len("HANDLE_"):].lower() for n in dir(_consts) if n.startswith("HANDLE_")}
 __all__ = ["AsyncResultTimeout", "BaseNetref", "Connection"]
 
@@ -85,6 +92,28 @@ def netref_class_type_name(cls: Any) -> Optional[str]:
     return name
 
 
+@contextlib.contextmanager
+def known_netref_classes(conn: Any, classes: Iterable[Tuple[Any, Any]]) -> Iterator[None]:
+    """While active, a netref to one of the objects that ``classes`` describes (``(id_pack,
+    methods)``, as the server's answer to rpyc's inspect request would) is built without
+    that request.  rpyc asks once per module object, so binding ``sys`` and ``os`` costs two."""
+    known = {(str(p[0]), p[1], p[2]): methods for p, methods in classes}
+    original = conn._netref_factory
+
+    def factory(id_pack: Any) -> Any:
+        methods = known.get(id_pack)
+        if methods is None:
+            return original(id_pack)
+        return _netref.class_factory(id_pack, methods)(conn, id_pack)
+
+    conn._netref_factory = factory
+    try:
+        yield
+    finally:
+        if vars(conn).get("_netref_factory") is factory:
+            del conn._netref_factory
+
+
 def timed_repr(obj: Any, timeout: float) -> str:
     """rpyc's own remote repr, bounded in time (one round trip)."""
     result = _asyncreq(obj, _consts.HANDLE_REPR)
@@ -108,6 +137,15 @@ def is_closed(conn: Any) -> bool:
         return bool(conn.closed or conn._channel.closed)
     except Exception:
         return True
+
+
+def set_compress(conn: Any, compress: bool) -> bool:
+    """Whether what this side sends on ``conn`` is zlib-compressed (rpyc compresses every frame
+    over 3 kB by default); returns the previous setting."""
+    channel = conn._channel
+    previous = bool(channel.compress)
+    channel.compress = bool(compress)
+    return previous
 
 
 def socket_of(conn: Any) -> Optional[socket.socket]:
@@ -173,6 +211,15 @@ def request_finished(conn: Any, seq: int) -> bool:
     return seq not in conn._request_callbacks
 
 
+def serve_arrived(conn: Any) -> None:
+    """Serve what the server has already sent (its requests, late replies); never waits or raises."""
+    try:
+        if not is_closed(conn):
+            conn.poll_all(0)
+    except Exception:
+        pass
+
+
 def serve_until(conn: Any, done: Callable[[], bool], timeout: float) -> bool:
     """Serve the connection until ``done()`` or ``timeout`` seconds; returns ``done()``."""
     deadline = time.monotonic() + timeout
@@ -182,6 +229,29 @@ def serve_until(conn: Any, done: Callable[[], bool], timeout: float) -> bool:
             return False
         conn.poll_all(min(left, 0.05))
     return True
+
+
+def wait_readable(conns: Iterable[Any], seconds: float) -> None:
+    """Wait at most ``seconds`` until one of the connections has something to read (or was
+    closed); no round trip.  For serving many connections from one thread."""
+    socks = []
+    for conn in conns:
+        sock = socket_of(conn)
+        if sock is None or sock.fileno() < 0:
+            return  # closed: its caller finds out at once
+        pending = getattr(sock, "pending", None)  # TLS: decrypted bytes the socket does not show
+        if pending is not None and pending() > 0:
+            return
+        socks.append(sock)
+    if not socks:
+        return
+    if hasattr(select, "poll"):  # no FD_SETSIZE limit: a kernel may hold over 1024 descriptors
+        poller = select.poll()
+        for sock in socks:
+            poller.register(sock, select.POLLIN)
+        poller.poll(seconds * 1000)
+    else:
+        select.select(socks, [], [], seconds)
 
 
 def result_arrived(result: Any) -> bool:
@@ -196,6 +266,42 @@ def is_reply(result: Any, exc: BaseException) -> bool:
     return result is not None and bool(result._is_ready and result._is_exc)
 
 
+# -- messages on the wire ------------------------------------------------------------------------
+def request_parts(boxed_args: Any) -> Tuple[Any, Tuple[Any, ...]]:
+    """A request's boxed arguments, as ``_send`` gets them and the wire carries them:
+    (id_pack of the object it is about, or None; the plain values of the other arguments,
+    None where an argument is not a plain value)."""
+    label, items = boxed_args
+    if label != _consts.LABEL_TUPLE or not items:
+        return None, ()
+    first = items[0]
+    target = first[1] if first[0] in (_consts.LABEL_REMOTE_REF, _consts.LABEL_LOCAL_REF) else None
+    values = tuple(item[1] if item[0] == _consts.LABEL_VALUE else None for item in items[1:])
+    return target, values
+
+
+def message_bytes(msg: int, seq: int, args: Any) -> bytes:
+    """What ``Connection._send`` hands the channel for a message (see ``Connection._dispatch``)."""
+    return _brine.I1.pack(msg) + _brine.dump((seq, args))
+
+
+def frame_size(conn: Any, data: bytes) -> int:
+    """Bytes a message takes on the wire: rpyc's frame header, the payload (compressed as rpyc's
+    channel compresses it) and the flusher byte."""
+    size = len(data)
+    if size > _Channel.COMPRESSION_THRESHOLD and getattr(getattr(conn, "_channel", None), "compress", False):
+        size = len(zlib.compress(data, _Channel.COMPRESSION_LEVEL))
+    return _Channel.FRAME_HEADER.size + size + len(_Channel.FLUSHER)
+
+
+def local_object(conn: Any, id_pack: Any) -> Any:
+    """The object of this side that a request of the server is about (None when unknown)."""
+    try:
+        return conn._local_objects[tuple(id_pack)]
+    except Exception:
+        return None
+
+
 # -- remote exceptions ---------------------------------------------------------------------------
 def remote_tb_text(exc: BaseException) -> Optional[str]:
     """The server-formatted traceback rpyc attached to a remote exception (None for others).
@@ -204,6 +310,11 @@ def remote_tb_text(exc: BaseException) -> Optional[str]:
         return None
     text = exc.__dict__.get("_remote_tb")
     return text if isinstance(text, str) else None
+
+
+def is_remote_exception(exc: BaseException) -> bool:
+    """Whether ``exc`` came from the server (an instance of a class rpyc made for it)."""
+    return is_rpyc_exception_class(type(exc))
 
 
 def is_rpyc_exception_class(cls: type) -> bool:
@@ -328,6 +439,7 @@ def fetch_source_lines(conn: Any, places: List[Tuple[str, int]], timeout: float 
 
 
 # -- streams that do not wait forever --------------------------------------------------------------
+IN_PLACE_LIMIT = 16 << 20  # frames up to this size are received into one buffer allocated up front
 class _ReadTimeout:
     """While ``read_timeout`` is set, a read that is not complete after that many seconds
     raises ``socket.timeout``. rpyc's own ``read`` retries timed-out reads forever, so a peer
@@ -339,51 +451,59 @@ class _ReadTimeout:
     # the connection is lost; rpyc would wait for the rest forever, whatever the call's timeout.
     stall_timeout: Optional[float] = None
 
+    def write(self, data: bytes) -> None:
+        """rpyc's write re-slices (copies) the unsent rest after every send: quadratic in the
+        frame size; slices of one memoryview cost nothing."""
+        view = memoryview(data)
+        try:
+            while view.nbytes:
+                view = view[self.sock.send(view):]  # type: ignore[attr-defined]
+        except OSError as e:
+            self.close()  # type: ignore[attr-defined]
+            raise EOFError(e) from None
+
     def read(self, count: int) -> bytes:
         if self.read_timeout is not None:
-            return self._read_within(count, self.read_timeout)
+            deadline = time.monotonic() + self.read_timeout
+            return self._read_bounded(count, lambda: deadline - time.monotonic(),
+                                      lambda: socket.timeout("timed out"))
         if self.stall_timeout is not None:
-            return self._read_without_stalls(count, self.stall_timeout)
+            stall = self.stall_timeout
+            return self._read_bounded(count, lambda: stall, lambda: EOFError(
+                f"the server stopped sending in the middle of a message for {stall:g} s"))
         return super().read(count)  # type: ignore[misc]
 
-    def _fail(self, error: BaseException) -> BaseException:
-        self.close()  # type: ignore[attr-defined]
-        return error
-
-    def _read_within(self, count: int, seconds: float) -> bytes:
-        deadline = time.monotonic() + seconds
+    def _read_bounded(self, count: int, seconds_left: Callable[[], float],
+                      failure: Callable[[], BaseException]) -> bytes:
+        """rpyc's read, ended by ``failure()`` (the stream closed) when no byte arrives within
+        ``seconds_left()``.  The socket's own timeout is left alone: other threads send on it."""
         sock = self.sock  # type: ignore[attr-defined]
-        original = sock.gettimeout()
-        data = []
-        try:
-            while count > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise self._fail(socket.timeout("timed out"))
-                sock.settimeout(left)
-                try:
-                    buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
-                except socket.timeout:
-                    continue
-                except OSError as e:
-                    raise self._fail(EOFError(e)) from None
-                if not buf:
-                    raise self._fail(EOFError("connection closed by peer"))
-                data.append(buf)
-                count -= len(buf)
-        finally:
-            if self.sock is sock:  # type: ignore[attr-defined]  # not closed
-                sock.settimeout(original)
-        return b"".join(data)
+        if count > IN_PLACE_LIMIT:  # a length no chunk of ours has (or a peer's garbage): as it comes
+            return self._read_pieces(sock, count, seconds_left, failure)
+        data = bytearray(count)  # received in place: a megabyte chunk is not 16 pieces joined
+        view, done = memoryview(data), 0
+        while done < count:
+            left = seconds_left()
+            if left <= 0 or not _readable(sock, left):
+                raise self._fail(failure())
+            try:
+                n = sock.recv_into(view[done:], count - done)
+            except (socket.timeout, InterruptedError, BlockingIOError):
+                continue
+            except OSError as e:
+                raise self._fail(EOFError(e)) from None
+            if not n:
+                raise self._fail(EOFError("connection closed by peer"))
+            done += n
+        return data  # type: ignore[return-value]
 
-    def _read_without_stalls(self, count: int, stall: float) -> bytes:
-        """rpyc's read (it starts when a message has begun to arrive), ended by a stall. The
-        socket's own timeout is left alone: other threads send on it meanwhile."""
-        sock = self.sock  # type: ignore[attr-defined]
+    def _read_pieces(self, sock: socket.socket, count: int, seconds_left: Callable[[], float],
+                     failure: Callable[[], BaseException]) -> bytes:
         data = []
         while count > 0:
-            if not _readable(sock, stall):
-                raise self._fail(EOFError(f"the server stopped sending in the middle of a message for {stall:g} s"))
+            left = seconds_left()
+            if left <= 0 or not _readable(sock, left):
+                raise self._fail(failure())
             try:
                 buf = sock.recv(min(self.MAX_IO_CHUNK, count))  # type: ignore[attr-defined]
             except (socket.timeout, InterruptedError, BlockingIOError):
@@ -395,6 +515,10 @@ class _ReadTimeout:
             data.append(buf)
             count -= len(buf)
         return b"".join(data)
+
+    def _fail(self, error: BaseException) -> BaseException:
+        self.close()  # type: ignore[attr-defined]
+        return error
 
 
 def _readable(sock: socket.socket, seconds: float) -> bool:

@@ -118,11 +118,18 @@ class CallGuard:
         conn = self.record.conn
         if conn is None or self.record.retired or _rpyc.is_closed(conn):
             return  # closing, lost, or an earlier connection
-        seq = _rpyc.pending_seq(conn, result)
+        if self.remember(result, why):
+            self.record.interrupt_remote()
+
+    def remember(self, result: Any, why: str) -> bool:
+        """An abandoned request whose reply is still to come: until it does, the next call says
+        the connection is busy.  False when the request is not outstanding."""
+        conn = self.record.conn
+        seq = _rpyc.pending_seq(conn, result) if conn is not None else None
         if seq is None:
-            return
+            return False
         self.pending, self.pending_why = seq, why
-        self.record.interrupt_remote()
+        return True
 
     def abandon(self, conn: Any, result: Any, why: str) -> None:
         """The caller gave up on ``result``: stop the remote work if possible, else remember it."""

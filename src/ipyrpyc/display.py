@@ -9,7 +9,7 @@ through IPython exactly as without the extension.
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from IPython.lib import pretty
 
@@ -67,6 +67,41 @@ def remote_bundle(obj: Any, registry: Registry, limits: Limits, rich: Optional[b
                                   limits.timeout)
     except Exception as e:
         return {"text/plain": placeholder(obj, _failure(e, limits.timeout))}, {}
+    return _bundle_of(obj, items, limits)
+
+
+def remote_bundles(objs: Sequence[Any], registry: Registry, limits: Limits,
+                   rich: Optional[bool] = None) -> List[Bundle]:
+    """:func:`remote_bundle` of several netrefs (of one or many connections) at once: every
+    request is sent before any answer is awaited, so the wait is that of the slowest."""
+    rich = limits.rich if rich is None else rich
+    sent: List[Any] = []
+    for obj in objs:
+        conn = _rpyc.connection_of(obj)
+        helper = None if conn is None or _rpyc.is_closed(conn) else registry.helper_of(registry.record_of(conn))
+        job: Any = None
+        if helper is not None:
+            try:
+                job = helper.start("display", obj, limits.text, limits.data, rich, timeout=limits.timeout)
+            except Exception as e:
+                job = e
+        sent.append((helper, job))
+    out: List[Bundle] = []
+    for obj, (helper, job) in zip(objs, sent):
+        if helper is None:
+            out.append(remote_bundle(obj, registry, limits, rich))  # closed, or no helper: the usual way
+            continue
+        try:
+            if isinstance(job, Exception):
+                raise job
+            out.append(_bundle_of(obj, helper.finish(job, "a display")[1], limits))
+        except Exception as e:
+            out.append(({"text/plain": placeholder(obj, _failure(e, limits.timeout))}, {}))
+    return out
+
+
+def _bundle_of(obj: Any, items: Any, limits: Limits) -> Bundle:
+    """The display data from the server program's answer for ``obj``."""
     data: Dict[str, Any] = {}
     notes = []
     for mime, value, size, error in items:

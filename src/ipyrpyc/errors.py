@@ -7,6 +7,8 @@ the errors a user causes into a one-line ``UsageError``.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class IpyrpycError(Exception):
     """Base class of ipyrpyc's errors."""
@@ -15,6 +17,10 @@ class IpyrpycError(Exception):
 class ConnectError(IpyrpycError, ConnectionError):
     """A connection could not be opened (refused, unreachable, unknown host, not an rpyc
     classic server, a rejected certificate, a failed SSH login …)."""
+
+
+class DiscoveryError(IpyrpycError):
+    """No rpyc registry answered, it knows no server, or it could not be reached."""
 
 
 class SessionError(IpyrpycError):
@@ -35,6 +41,22 @@ class StaleNetrefError(SessionError, ReferenceError):
 
 class RemoteTimeoutError(SessionError, TimeoutError):
     """A remote call took longer than the connection's timeout."""
+
+
+class GroupError(IpyrpycError):
+    """Some members of a group failed a parallel call.  ``errors``: member name -> its exception
+    (``raise err.errors[name]`` shows that one in full); ``results``: what every member gave."""
+
+    def __init__(self, message: str, results: Any, kind: str = "execute") -> None:
+        super().__init__(message)
+        self.results = results
+        self.errors = results.errors
+        self.kind = kind  # what the members were asked: "execute" (a cell) or "apply" (a function)
+
+
+class TransferError(IpyrpycError):
+    """A copy of a value or a file could not be made; the message names the path or the type.
+    Nothing half-written is left behind."""
 
 
 class CallInterrupted(KeyboardInterrupt):

@@ -10,8 +10,11 @@ from .completion import CompletionHook
 from .display import DisplayHook, Limits, WhosHook
 from .inspection import InspectHook
 from .magics import RpycMagics
+from .magics_groups import GroupMagics
 from .magics_look import LookMagics
 from .magics_run import RunMagics
+from .magics_trace import TraceMagics
+from .magics_transfer import TransferMagics
 from .patches import Patches
 from .registry import Registry
 from .remote_errors import TracebackHook
@@ -26,7 +29,10 @@ class Extension:
         self.patches = Patches()
         self.registry = Registry(lambda: shell.user_ns, self.patches)
         self.magics = _magics_with_valid_config(shell, self.registry)
-        self.parts = (RunMagics(shell, self.magics), LookMagics(shell, self.magics))
+        self.groups = GroupMagics(shell, self.magics)
+        self.trace = TraceMagics(shell, self.magics)
+        self.parts = (RunMagics(shell, self.magics), LookMagics(shell, self.magics), self.trace, self.groups,
+                      TransferMagics(shell, self.magics))
         traits = self.magics
         limits = Limits(lambda name: getattr(traits, name))
         self.traceback_hook = TracebackHook(shell, self.registry, lambda: traits.traceback, self.patches)
@@ -52,10 +58,12 @@ class Extension:
             hook.install()
         patches.register_event(shell.events, "pre_run_cell", self._pre_run_cell)
         patches.register_event(shell.events, "post_run_cell", self._post_run_cell)
+        patches.on_undo("%rpyc_trace on", self.trace.off)
         atexit.register(self.registry.close_all)
         patches.on_undo("atexit", lambda: atexit.unregister(self.registry.close_all))
 
     def uninstall(self) -> None:
+        self.groups.forget_all()
         self.registry.close_all()
         manager = self.shell.magics_manager
         for magics in (self.magics, *self.parts):

@@ -23,18 +23,40 @@ class RemoteHelper:
         self.python, self.pid, self.host, self.connection_id = facts
         self.functions = functions
         self.on_give_up = on_give_up
+        self._begin: Any = None
 
     @classmethod
-    def install(cls, conn: Any, module_names: Sequence[str] = ()) -> Tuple["RemoteHelper", Dict[str, Any]]:
-        """Send the server program and start it: one round trip.  Returns the helper and the
-        requested modules (a netref, or the text of the error importing it)."""
-        facts, imported, functions = conn.eval(remote.bootstrap(module_names))
-        return cls(tuple(facts), dict(functions)), dict(imported)
+    def install(cls, conn: Any, module_names: Sequence[str] = (),
+                sink: Optional[Callable[[str, str], None]] = None) -> Tuple["RemoteHelper", Dict[str, Any]]:
+        """Send the server program and start it.  Returns the helper and the requested modules
+        (a netref, or the text of the error importing it).
+
+        One request; two with modules or a ``sink`` for live output (``write(name, text)``):
+        the first also describes the modules' netref classes, so that their netrefs cost no
+        inspect request each, the second starts the program with the sink in place.
+        """
+        if not module_names and sink is None:
+            facts, imported, functions = conn.eval(remote.bootstrap())
+            return cls(tuple(facts), dict(functions)), dict(imported)
+        classes, begin = conn.eval(remote.bootstrap(module_names, staged=True))
+        with _rpyc.known_netref_classes(conn, classes):
+            facts, imported, functions = begin(sink)
+        helper = cls(tuple(facts), dict(functions))
+        helper._begin = begin  # kept: dropping it now would cost a message
+        return helper, dict(imported)
 
     def call(self, name: str, *args: Any, timeout: Optional[float], what: str = "a helper call") -> Any:
+        return self.finish(self.start(name, *args, timeout=timeout), what)
+
+    def start(self, name: str, *args: Any, timeout: Optional[float] = None) -> Any:
+        """Send a call without waiting for it: rpyc's ``AsyncResult`` (expiring after ``timeout``)."""
         result = rpyc.async_(self.functions[name])(*args)
         if timeout is not None:
             result.set_expiry(timeout)
+        return result
+
+    def finish(self, result: Any, what: str = "a helper call") -> Any:
+        """The value of a call :meth:`start` sent (waits for it)."""
         try:
             return result.value
         except BaseException:
@@ -54,18 +76,40 @@ class RemoteHelper:
     def lookup(self, obj: Any, chain: Tuple[str, ...], text_limit: int, timeout: float) -> Any:
         return self.call("lookup", obj, chain, text_limit, timeout=timeout, what="an inspection")
 
+    def who(self, namespace: Any, pattern: Optional[str], limit: int, text_limit: int, timeout: float) -> Any:
+        """``%whos`` of the server's ``namespace``: (visible names, matching names, rows of
+        (name, type, summary)), at most ``limit`` rows."""
+        return self.call("who", namespace, pattern, limit, text_limit, timeout=timeout, what="%rpyc_who")
+
     def execute(self, source: str, filename: str, namespace: Any) -> None:
         self.functions["execute"](source, filename, namespace)
 
     def run_cell(self, source: str, filename: str, namespace: Any) -> Tuple[bool, Any]:
         return self.functions["run_cell"](source, filename, namespace)
 
-    def pull(self, namespace: Any, name: str) -> Any:
-        """A copy of the server's ``namespace[name]`` as a codec tree (see :mod:`.remote.codec`)."""
-        return self.functions["pull"](namespace, name)
+    def send(self, name: str, *args: Any) -> Any:
+        """An asynchronous call of the server function ``name``: its ``AsyncResult`` (the
+        pipelined chunks of a transfer, see :mod:`.transfer`)."""
+        return rpyc.async_(self.functions[name])(*args)
 
-    def push(self, namespace: Any, name: str, tree: Any) -> None:
-        self.functions["push"](namespace, name, tree)
+    def pull(self, tid: str, target: Any, names: Optional[Tuple[str, ...]], compress: bool,
+             allow_pickle: bool) -> Tuple[Any, Tuple[int, ...]]:
+        """Codec trees of ``target`` (or of ``target[name]`` for each name) and the sizes of the
+        buffers left on the server for transfer ``tid`` (see :mod:`.remote.bulk`)."""
+        return self.functions["pull"](tid, target, names, compress, allow_pickle)
+
+    def push(self, tid: str, tree: Any, sizes: Tuple[int, ...], namespace: Any, name: str, compress: bool,
+             allow_pickle: bool) -> bool:
+        """Bind ``namespace[name]`` to the value of ``tree``; False when its buffers are still to come."""
+        return self.functions["push"](tid, tree, sizes, namespace, name, compress, allow_pickle)
+
+    def stat(self, path: str) -> Tuple[Any, ...]:
+        """``(kind, size, mtime_ns, mode, absolute path)`` of a server path (kind ``missing``)."""
+        return tuple(self.functions["stat"](path))
+
+    def walk(self, path: str) -> Tuple[Any, ...]:
+        """Every directory and file under a server directory: ``((parts, kind, size, mtime_ns, mode), ...)``."""
+        return tuple(self.functions["walk"](path))
 
     def debug(self, readline: Callable[[str], str], write: Callable[[str], None]) -> Optional[str]:
         """Post-mortem pdb on the server for this connection's last failed call (None: none)."""
@@ -85,7 +129,8 @@ class RemoteExecute:
     ``linecache``, so remote tracebacks show the source (a stock server compiles it as
     ``<string>``, with no source anywhere). One round trip, like the original."""
 
-    def __init__(self, namespace: Any, name: str, helper: RemoteHelper) -> None:
+    def __init__(self, namespace: Any, name: str, helper: RemoteHelper, stock: Any = None) -> None:
+        self.stock = stock  # rpyc's own execute, kept: dropping its netref would send a message
         self.namespace = namespace
         self.name = name
         self.helper = helper
@@ -98,9 +143,15 @@ class RemoteExecute:
 
 
 class OutputSink:
-    """Where the server sends this connection's stdout and stderr: the calling cell."""
+    """Where the server sends this connection's stdout and stderr: the calling cell
+    (through ``redirect`` while set: a group's cell labels each member's output)."""
+
+    def __init__(self) -> None:
+        self.redirect: Optional[Callable[[str, str], None]] = None
 
     def write(self, name: str, text: str) -> None:
+        if self.redirect is not None:
+            return self.redirect(name, text)
         stream = sys.stderr if name == "stderr" else sys.stdout
         stream.write(text)
         stream.flush()

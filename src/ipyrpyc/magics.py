@@ -24,7 +24,7 @@ from .registry import Registry, warn
 from .session import Session
 from .transport import Target, make_target
 
-
+DEFAULT_NAME = "conn"  # the connection %rpyc_connect opens without --name
 
 class ConnectionTable:
     """What ``%rpyc_connections`` shows: HTML in notebooks, text in terminals."""
@@ -33,6 +33,8 @@ class ConnectionTable:
 
     def __init__(self, rows: List[Tuple[str, ...]]) -> None:
         self.rows = rows
+        if rows and len(rows[0]) > len(self.columns):
+            self.columns = (*self.columns, "group")  # while a group is open
 
     def __repr__(self) -> str:
         if not self.rows:
@@ -103,11 +105,23 @@ class RpycMagics(Magics):
     rich_display = Bool(
         True, help="Ask remote objects for rich output (_repr_html_, _repr_png_, figures)."
     ).tag(config=True)
+    discover_timeout = Float(
+        2.0, help="Seconds to wait for an rpyc registry (and for each server it names) when discovering."
+    ).tag(config=True)
+    trace_max_rows = Int(40, help="Requests listed by %%rpyc_trace (the totals count every one).").tag(config=True)
+    who_max_rows = Int(100, help="Names listed by %rpyc_who (the header counts every one).").tag(config=True)
     ssh_options = ListTrait(
         Unicode(), help="Extra ssh '-o' options for --ssh, e.g. ['UserKnownHostsFile=~/.ssh/lab_hosts']."
     ).tag(config=True)
+    progress = Bool(
+        True, help="Show a progress bar (bytes, rate, ETA) for copies of data and files that last over a second."
+    ).tag(config=True)
+    compress = Bool(
+        False, help="zlib-compress copies of data and files (--pull/--push, %rpyc_get/%rpyc_put): only worth it "
+        "on links slower than about 50 MB/s, for compressible data."
+    ).tag(config=True)
 
-    @validate("timeout", "connect_timeout", "display_timeout", "completion_timeout")
+    @validate("timeout", "connect_timeout", "display_timeout", "completion_timeout", "discover_timeout")
     def _positive(self, proposal: Any) -> float:
         value = proposal["value"]
         if not (0 < value <= MAX_TIMEOUT):
@@ -126,7 +140,7 @@ class RpycMagics(Magics):
             if session.conn is not None:
                 _rpyc.set_call_timeout(session.conn, change["new"])
 
-    @validate("display_max_chars", "display_max_bytes")
+    @validate("display_max_chars", "display_max_bytes", "trace_max_rows", "who_max_rows")
     def _positive_size(self, proposal: Any) -> int:
         if proposal["value"] < 1:
             raise TraitError(f"{proposal['trait'].name} must be at least 1")
@@ -144,6 +158,7 @@ class RpycMagics(Magics):
 
     def __init__(self, shell: Any = None, registry: Optional[Registry] = None, **kwargs: Any) -> None:
         self.registry = registry or Registry(lambda: shell.user_ns)
+        self.groups: Any = None  # the GroupMagics of the extension: groups of connections
         super().__init__(shell=shell, **kwargs)
 
     # -- helpers -----------------------------------------------------------------------------
@@ -175,6 +190,24 @@ class RpycMagics(Magics):
         except ValueError as e:
             raise UsageError(str(e)) from None
 
+    def _troubled(self) -> Optional[Session]:
+        """The one open session that is lost or busy (found without a round trip), if exactly one is."""
+        sessions = list(self.registry.sessions.values())
+        if len(sessions) < 2:
+            return None
+        troubled = []
+        for s in sessions:
+            try:
+                busy = s.record is not None and s.record.guard is not None and s.record.guard.busy(s.conn)
+            except Exception:
+                busy = True  # the guard found the connection lost
+            if busy or s.lost():
+                troubled.append(s)
+        if len(troubled) == 1:
+            return troubled[0]
+        which = f"{', '.join(s.name for s in troubled)} are lost or busy" if troubled else "none is lost or busy"
+        raise UsageError(f"several connections are open ({', '.join(self.registry.sessions)}) and {which}: name one")
+
     def reconnect_lost(self, sessions: Optional[List[Session]] = None) -> None:
         """Reopen every connection (of ``sessions``) whose server went away (no round trip to find out)."""
         for session in list(self.registry.sessions.values()):
@@ -192,8 +225,9 @@ class RpycMagics(Magics):
 
     # -- magics ------------------------------------------------------------------------------
     @magic_arguments()
-    @argument("address", nargs="?", metavar="HOST[:PORT]",
-              help="server to connect to; without it an embedded local server is started")
+    @argument("address", nargs="*", metavar="HOST[:PORT]",
+              help="server to connect to; without it an embedded local server is started; "
+                   "several (MEMBER=HOST[:PORT] names one) with --group")
     @argument("--port", "-p", help="TCP port (default 18812, 18821 with --ssl)")
     @argument("--name", "-n", help="name of the connection and of its variable (default: conn)")
     @argument("--timeout", "-t", type=float, help="seconds a remote call may take (default: RpycMagics.timeout)")
@@ -210,6 +244,11 @@ class RpycMagics(Magics):
     @argument("--force", action="store_true", help="replace existing variables and a connection of the same name")
     @argument("--trust", action="store_true",
               help="let the server import modules and run code in this kernel (off by default)")
+    @argument("--group", "-g", metavar="NAME",
+              help="connect to every address (and --discover) at once, as a group bound to NAME")
+    @argument("--discover", action="store_true", help="with --group: the servers an rpyc registry knows")
+    @argument("--registry", metavar="HOST[:PORT]", help="with --discover: ask this registry (default: UDP broadcast)")
+    @argument("--tcp", action="store_true", help="with --discover --registry: a TCP registry")
     @line_magic
     def rpyc_connect(self, line: str = "") -> None:
         """Open an RPyC classic connection and bind it (and remote modules) to variables.
@@ -227,8 +266,16 @@ class RpycMagics(Magics):
             %rpyc_connect lab-pc:18812 --name lab --timeout 10
             %rpyc_connect [::1]:18812 --modules "sys os np=numpy"
             %rpyc_connect gpu-box --ssl --ca-certs ca.pem
+            %rpyc_connect node-a node-b node-c --group lab      # lab1, lab2, lab3, bound as lab
+            %rpyc_connect --discover --group lab                # every server rpyc's registry knows
+
+        A group's members connect at once and bind no names but the group's, a mapping of member
+        names to connections; ``%%rpyc lab`` runs a cell on all of them in parallel.
         """
         args = parse(self.rpyc_connect, line)
+        if self.groups is not None and self.groups.handles_connect(args):
+            return self.groups.connect(args)
+        args.address = args.address[0] if args.address else None
         name = args.name or "conn"
         prefix = self.prefix if args.prefix is None else args.prefix
         try:
@@ -240,6 +287,8 @@ class RpycMagics(Magics):
                        for alias, module in parse_modules(spec)]
         except ValueError as e:
             raise UsageError(str(e)) from None
+        if self.groups is not None and name in self.groups.groups:
+            raise UsageError(f"{name!r} is the name of a group: choose another --name")
         if any(local == name for local, _ in modules) and not args.no_inject:
             raise UsageError(f"--name {name} is also the name of an injected module: choose another --name or --prefix")
         target = self._target(args)
@@ -268,15 +317,18 @@ class RpycMagics(Magics):
         print(f"Connected to {session.summary()}{as_name}{injected}{trusted}")
 
     @magic_arguments()
-    @argument("name", nargs="?", help="connection to close (default: the only one)")
+    @argument("name", nargs="?", help="connection or group to close (default: the only connection)")
     @argument("--all", action="store_true", help="close every connection")
     @line_magic
     def rpyc_disconnect(self, line: str = "") -> None:
         """Close a connection, remove the names it injected and stop its embedded server.
 
-        Usage: ``%rpyc_disconnect [NAME | --all]``
+        A group's name closes every member and removes the group's name.
+        Usage: ``%rpyc_disconnect [NAME | GROUP | --all]``
         """
         args = parse(self.rpyc_disconnect, line)
+        if self.groups is not None and args.name in self.groups.groups and not args.all:
+            return self.groups.disconnect(args.name)
         if args.all:
             if args.name:
                 raise UsageError("give a NAME or --all, not both")
@@ -289,20 +341,29 @@ class RpycMagics(Magics):
                 return
             sessions = [self.session(args.name)]
         for session in sessions:
-            removed = self.registry.close(session)
+            removed = self.registry.close(session, give_back=not args.all)
             gone = f"; removed {', '.join(removed)}" if removed else ""
             print(f"Disconnected {session.name} ({session.address}){gone}")
+        if args.all and self.groups is not None and self.groups.groups:
+            names = list(self.groups.groups)
+            self.groups.forget_all()
+            print(f"Removed the groups {', '.join(names)}")
 
     @magic_arguments()
-    @argument("name", nargs="?", help="connection to reopen (default: the only one)")
+    @argument("name", nargs="?", help="connection to reopen (default: the one that is lost or busy), or a group")
     @line_magic
     def rpyc_reconnect(self, line: str = "") -> None:
         """Open a fresh connection to the same place and re-bind its names.
 
-        The embedded server is restarted if it died. Usage: ``%rpyc_reconnect [NAME]``
+        The embedded server is restarted if it died. Without NAME: the only connection,
+        or the one connection that is lost or busy.  For a group, only the members whose
+        server went away are reopened, all at once. Usage: ``%rpyc_reconnect [NAME | GROUP]``
         """
         args = parse(self.rpyc_reconnect, line)
-        session = self.session(args.name)
+        if self.groups is not None and args.name in self.groups.groups:
+            return self.groups.reconnect(args.name)
+        session = self._troubled() if args.name is None else None
+        session = session or self.session(args.name)
         try:
             self.registry.reopen(session)
         except ConnectError as e:
@@ -317,6 +378,8 @@ class RpycMagics(Magics):
         """List the open connections: name, address, state, latency, server, injected names, trust."""
         parse(self.rpyc_connections, line)
         rows = []
+        groups = {s.name: g.name for g in (self.groups.groups.values() if self.groups is not None else ())
+                  for s in g.sessions}
         for s in self.registry.sessions.values():
             state, latency = s.state()
             rows.append(
@@ -328,6 +391,7 @@ class RpycMagics(Magics):
                     f"Python {s.remote_python}, pid {s.remote_pid}, {s.remote_host}",
                     ", ".join(self.registry.bound_names(s)) or "-",
                     "yes" if s.target.trust else "no",
+                    *([groups.get(s.name, "-")] if groups else []),
                 )
             )
         return ConnectionTable(rows)
@@ -346,3 +410,9 @@ class MagicsPart(Magics):
 
     def session(self, name: Optional[str]) -> Session:
         return self.settings.session(name)
+
+    def default_session(self, name: Optional[str]) -> Session:
+        """The session ``name``; without a name ``conn`` when it is open, else the only one."""
+        if name is None and DEFAULT_NAME in self.registry.sessions:
+            return self.registry.sessions[DEFAULT_NAME]
+        return self.session(name)

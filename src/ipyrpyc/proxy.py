@@ -14,8 +14,8 @@ Counting parses rpyc's channel framing (``rpyc/core/channel.py``): a header
 ``Struct("!LB")`` = 4-byte big-endian payload length + 1-byte "compressed" flag, then
 ``length`` bytes of payload, then the one-byte flusher ``b"\\n"``.  Each payload is one
 byte of message type and a brine-encoded ``(seq, args)`` (``rpyc/core/protocol.py``);
-requests are named by their handler (``getattr``, ``call``, ``del`` …) so a report can
-say which requests a cell made.
+requests are named by :func:`ipyrpyc.wire.name_request`, as ``%%rpyc_trace`` names them
+(``getattr``, ``call``, ``del`` …), so a report can say which requests a cell made.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ from typing import List, Optional, Tuple
 from rpyc.core import brine, consts
 from rpyc.core.channel import Channel
 
+from .wire import RequestName, name_request
+
 HEADER = Channel.FRAME_HEADER  # Struct("!LB")
 FLUSHER_LEN = len(Channel.FLUSHER)
 C2S, S2C = "c2s", "s2c"
 MAX_FRAME = 1 << 30  # a longer "length" means we lost the framing
 
-HANDLER_NAMES = {getattr(consts, n): n[len("HANDLE_"):].lower() for n in dir(consts) if n.startswith("HANDLE_")}
 MSG_NAMES = {consts.MSG_REQUEST: "request", consts.MSG_REPLY: "reply", consts.MSG_EXCEPTION: "exception"}
 
 
@@ -50,33 +51,7 @@ class Frame:
     kind: str  # request / reply / exception / ?
     handler: Optional[str] = None  # for requests: getattr, call, del …
     detail: Optional[str] = None  # e.g. "getattr builtins.list._repr_html_"
-
-
-def _unbox_value(boxed):
-    """The plain value of a boxed brine item, or None."""
-    try:
-        label, value = boxed
-    except (TypeError, ValueError):
-        return None
-    return value if label == consts.LABEL_VALUE else None
-
-
-def _describe(handler: str, boxed_args) -> str:
-    """A short description of a request: its handler, the remote type and attribute name."""
-    try:
-        label, items = boxed_args
-        if label != consts.LABEL_TUPLE:
-            return handler
-        target = items[0] if items else None
-        type_name = None
-        if target is not None and target[0] in (consts.LABEL_REMOTE_REF, consts.LABEL_LOCAL_REF):
-            type_name = str(target[1][0])
-        name = _unbox_value(items[1]) if len(items) > 1 else None
-        if handler in ("getattr", "setattr", "delattr", "callattr") and isinstance(name, str):
-            return f"{handler} {type_name or '?'}.{name}"
-        return f"{handler} {type_name}" if type_name else handler
-    except Exception:
-        return handler
+    request: Optional[RequestName] = None  # for requests: what ipyrpyc.wire calls it
 
 
 class FrameParser:
@@ -117,8 +92,8 @@ class FrameParser:
                 _seq, args = brine.load(payload[17:])
             kind = MSG_NAMES.get(msg, "?")
             if msg == consts.MSG_REQUEST:
-                handler = HANDLER_NAMES.get(args[0], str(args[0]))
-                return Frame(t, self.direction, size, kind, handler, _describe(handler, args[1]))
+                request = name_request(args[0], args[1])  # named as a trace names it
+                return Frame(t, self.direction, size, kind, request.handler, request.detail, request)
             return Frame(t, self.direction, size, kind)
         except Exception:
             return Frame(t, self.direction, size, "?")
@@ -150,9 +125,15 @@ class _Direction:
                     break
                 now = time.monotonic()
                 self.proxy._record(self.parser.feed(data, now), now)
-                self.queue.put((now + self.proxy.delay, data))
+                if not self.forward(data, now):
+                    return
         finally:
             self.queue.put(None)
+
+    def forward(self, data: bytes, now: float) -> bool:
+        """Queue ``data`` for the other side, ``delay`` from now; False ends this direction."""
+        self.queue.put((now + self.proxy.delay, data))
+        return True
 
     def _write(self) -> None:
         try:
@@ -230,7 +211,7 @@ class DelayProxy:
             client.settimeout(None)
             for s in (client, server):
                 s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            dirs = [_Direction(self, client, server, C2S), _Direction(self, server, client, S2C)]
+            dirs = self._directions(client, server)
             with self.lock:
                 if self.stopping.is_set():
                     client.close()
@@ -239,6 +220,10 @@ class DelayProxy:
                 self.connections.append((client, server, dirs))
             for d in dirs:
                 d.start()
+
+    def _directions(self, client: socket.socket, server: socket.socket) -> List[_Direction]:
+        """The two directions of a new connection: client to server, server to client."""
+        return [_Direction(self, client, server, C2S), _Direction(self, server, client, S2C)]
 
     def _record(self, frames: List[Frame], now: float) -> None:
         with self.lock:

@@ -33,6 +33,8 @@ class Registry:
         self.sessions: Dict[str, Session] = {}
         self._records: "weakref.WeakKeyDictionary[Any, Record]" = weakref.WeakKeyDictionary()
         self._warned: set = set()
+        # name -> [(session, value)]: what open sessions had bound before another took the name
+        self._earlier: Dict[str, List[Tuple[Session, Any]]] = {}
         self.on_remote_exception: Optional[Callable[[BaseException], None]] = None
         self.auto_reconnect: Callable[[], bool] = lambda: False  # RpycMagics.auto_reconnect, for error texts
 
@@ -61,6 +63,15 @@ class Registry:
 
     def record_of_netref(self, obj: Any) -> Optional[Record]:
         return self.record_of(_rpyc.connection_of(obj))
+
+    def open_records(self) -> List[Record]:
+        """The records of every open connection: the sessions' and those opened by hand."""
+        out = []
+        for record in list(self._records.values()):
+            conn = record.conn
+            if conn is not None and not record.retired and not _rpyc.is_closed(conn):
+                out.append(record)
+        return out
 
     def helper_of(self, record: Optional[Record]) -> Optional[RemoteHelper]:
         """The record's helper, installed on first need for connections opened by hand."""
@@ -99,10 +110,35 @@ class Registry:
             return False
         if owner is not None and owner is not session:
             del owner.injected[name]
+            self._earlier.setdefault(name, []).append((owner, current))
             warn(f"{name} now belongs to connection {session.name!r} (was {owner.name!r})")
+        self._forget_earlier(name, session)
         ns[name] = value
         session.injected[name] = value
         return True
+
+    def _forget_earlier(self, name: str, session: Session) -> None:
+        earlier = [(s, v) for s, v in self._earlier.get(name, ()) if s is not session]
+        if earlier:
+            self._earlier[name] = earlier
+        else:
+            self._earlier.pop(name, None)
+
+    def _give_back(self, name: str) -> Optional[Session]:
+        """Bind ``name`` again to what the latest still open session had bound there, if any."""
+        while self._earlier.get(name):
+            session, value = self._earlier[name].pop()
+            conn = session.conn
+            if self.sessions.get(session.name) is not session or conn is None or _rpyc.is_closed(conn):
+                continue
+            if value is not conn and value is not session.module_values.get(name):
+                continue  # bound by an earlier connection of that session: stale
+            self._forget_earlier(name, session)
+            self.user_ns[name] = value
+            session.injected[name] = value
+            return session
+        self._earlier.pop(name, None)
+        return None
 
     def inject(self, session: Session, force: bool) -> Tuple[List[str], List[str]]:
         """Bind the connection and its modules; returns (bound, skipped) names."""
@@ -127,15 +163,26 @@ class Registry:
             bound.append(local)
         return bound, skipped
 
-    def uninject(self, session: Session) -> List[str]:
-        """Remove the names this session still owns; a reassigned name stays the user's."""
+    def uninject(self, session: Session, give_back: bool = True) -> List[str]:
+        """Remove the names this session still owns; a reassigned name stays the user's.  A name
+        another open session had bound before this one took it is bound to that again (and is
+        not in the list of removed names)."""
         ns = self.user_ns
         removed = []
+        returned: Dict[str, List[str]] = {}
+        for name in list(self._earlier):
+            self._forget_earlier(name, session)
         for name, value in list(session.injected.items()):
             if ns.get(name, _MISSING) is value:
                 del ns[name]
-                removed.append(name)
+                earlier = self._give_back(name) if give_back else None
+                if earlier is None:
+                    removed.append(name)
+                else:
+                    returned.setdefault(earlier.name, []).append(name)
         session.injected.clear()
+        for name, names in returned.items():
+            warn(f"{', '.join(names)} {'is' if len(names) == 1 else 'are'} connection {name!r}'s again")
         return removed
 
     def bound_names(self, session: Session) -> List[str]:
@@ -162,12 +209,12 @@ class Registry:
         for message in session.warnings:
             self.warn_once(message)
 
-    def close(self, session: Session) -> List[str]:
-        removed = self.uninject(session)
+    def close(self, session: Session, give_back: bool = True) -> List[str]:
+        removed = self.uninject(session, give_back)
         session.close()
         self.sessions.pop(session.name, None)
         return removed
 
     def close_all(self) -> None:
         for session in list(self.sessions.values()):
-            self.close(session)
+            self.close(session, give_back=False)

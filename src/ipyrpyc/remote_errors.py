@@ -17,7 +17,7 @@ import types
 from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from . import _ipython, _rpyc
-from .errors import CallInterrupted, SessionError
+from .errors import CallInterrupted, GroupError, SessionError
 from .patches import Patches
 from .records import Record
 from .registry import Registry
@@ -25,6 +25,7 @@ from .text import inert
 from .tracebacks import CHAIN_MESSAGES, RemoteTraceback, parse, set_source_line, split_exception_line
 
 MODES = ("both", "remote", "local", "raw")
+TB_LIMIT = 4  # tracebacks drawn in full when several members of a group failed (ipyparallel's choice)
 _OUR_DIR = os.path.dirname(os.path.abspath(__file__))
 _IPYTHON_CORE = os.path.join("IPython", "core", "interactiveshell.py")
 
@@ -175,6 +176,26 @@ class Renderer:
         out.extend(model.notes)
         return out
 
+    def group(self, exc: GroupError, mode: str) -> List[str]:
+        """Each failing member's error under a heading naming it, as ipyparallel's CompositeError
+        draws them: the first TB_LIMIT in full, the others by name; all in ``exc.errors``."""
+        out: List[str] = []
+        errors = list(exc.errors.items())
+        for name, error in errors[:TB_LIMIT]:
+            out.append(self.header(f"[{name}:{exc.kind}]:"))
+            if mode == "raw":
+                out.extend(f"{type(error).__name__}: {error}".splitlines())
+            elif is_remote(error):
+                out.extend(self.structured_traceback(error, "remote"))
+            else:
+                out.append(f"{type(error).__name__}: {error}")
+            out.append("")
+        if len(errors) > TB_LIMIT:
+            rest = ", ".join(f"{name} ({type(error).__name__})" for name, error in errors[TB_LIMIT:])
+            out.append(f"... {len(errors) - TB_LIMIT} more: {rest}; every error is in _rpyc_results.errors\n")
+        out.append(f"{type(exc).__name__}: {exc}")
+        return out
+
     def operation_line(self, exc: BaseException) -> str:
         request = _rpyc.request_in_traceback(exc.__traceback__)
         if request is None:
@@ -242,10 +263,10 @@ class TracebackHook:
         """The same call, with a traceback that leaves out ipyrpyc's wrappers where an error of
         someone else's passed through one (a ``__repr__`` that raises inside a list IPython is
         printing): shown exactly as without the extension.  Anything else is left as it is."""
-        try:
-            etype, value, tb = self.shell._get_exc_info(exc_tuple)
-        except Exception:
+        info = _ipython.exc_info(self.shell, exc_tuple)
+        if info is None:
             return args, kwargs
+        etype, value, tb = info
         kept = _without_frames_of(tb, (_OUR_DIR,))
         if kept is tb:
             return args, kwargs
@@ -255,9 +276,18 @@ class TracebackHook:
 
     def drawing(self, exc_tuple: Any) -> Optional[Tuple[BaseException, List[str]]]:
         """(exception, IPython's list of strings) for a remote exception or one of ours, else None."""
-        value = _ipython.exception_of(self.shell, exc_tuple)
-        if value is None or self.mode() == "raw":
+        info = _ipython.exc_info(self.shell, exc_tuple)
+        if info is not None and issubclass(type(info[1]), GroupError):  # type(): a local object is asked nothing
+            try:
+                for error in info[1].errors.values():
+                    for e, _ in exception_chain(error):
+                        self.short_messages.patch(e)
+                return info[1], self.renderer.group(info[1], self.mode())
+            except Exception:
+                return None
+        if info is None or self.mode() == "raw":
             return None
+        value = info[1]
         try:
             chain = [e for e, _ in exception_chain(value)]
             if not any(is_remote(e) or is_ours(e) for e in chain):

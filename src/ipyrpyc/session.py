@@ -78,7 +78,7 @@ class Session:
         record = Record(conn, self.name, self.address, owner=self)
         names = [module for _, module in self.modules]
         try:
-            record.helper, imported = RemoteHelper.install(conn, names)
+            record.helper, imported = RemoteHelper.install(conn, names, self.sink.write if t.live_output else None)
             info = (record.helper.python, record.helper.pid, record.helper.host)
         except Exception as helper_error:
             record.helper_error = type(helper_error).__name__
@@ -98,12 +98,7 @@ class Session:
         record.guard = CallGuard(record)
         if record.helper is not None:
             record.helper.on_give_up = record.guard.gave_up
-            conn.execute = RemoteExecute(conn.namespace, self.name, record.helper)
-            if t.live_output:
-                try:
-                    record.helper.route(self.sink.write, timeout=t.connect_timeout)
-                except Exception as e:
-                    self.warnings.append(f"{self.address}: no live remote output ({type(e).__name__})")
+            conn.execute = RemoteExecute(conn.namespace, self.name, record.helper, conn.execute)
         conn.sync_request = record.guard
         conn._unbox_exc = _rpyc.unbox_exc_with(conn, lambda exc: self.on_remote_exception(exc))
         self.conn, self.record = conn, record

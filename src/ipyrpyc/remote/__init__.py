@@ -20,18 +20,20 @@ from importlib import resources
 from typing import Sequence, Tuple
 
 # Order matters only for readability: the modules do not import each other.
-MODULES: Tuple[str, ...] = ("codec", "objects", "running", "output", "serving", "agent")
+MODULES: Tuple[str, ...] = ("codec", "bulk", "objects", "running", "output", "serving", "agent")
 FILENAME = "<ipyrpyc-remote>"
 
 _LOADER = '''
-def load(sources, sink, module_names):
+def load(sources, module_names, staged):
     import types
     modules = {}
     for name, source in sources:
         module = types.ModuleType("ipyrpyc.remote." + name)
         exec(compile(source, "<ipyrpyc-remote/%s.py>" % name, "exec"), module.__dict__)
         modules[name] = module
-    return modules["agent"].start(modules, sink, module_names)
+    if staged:
+        return modules["agent"].prepare(modules, module_names)
+    return modules["agent"].start(modules, None, module_names)
 '''
 
 
@@ -42,9 +44,12 @@ def sources() -> Tuple[Tuple[str, str], ...]:
     return tuple((name, package.joinpath(f"{name}.py").read_text(encoding="utf-8")) for name in MODULES)
 
 
-def bootstrap(module_names: Sequence[str] = ()) -> str:
+def bootstrap(module_names: Sequence[str] = (), staged: bool = False) -> str:
     """An expression for ``conn.eval`` that builds the program from :func:`sources` and
     starts it on the connection (``agent.start``, its result is the expression's value),
-    importing ``module_names`` on the way.  It defines no name on the server."""
-    call = "d['load'](%r, None, %r)" % (sources(), tuple(module_names))
+    importing ``module_names`` on the way.  It defines no name on the server.
+
+    ``staged``: the value is ``agent.prepare``'s instead (what the client needs to build the
+    modules' netref classes without asking, and the function that starts the program)."""
+    call = "d['load'](%r, %r, %r)" % (sources(), tuple(module_names), bool(staged))
     return "(lambda d: (exec(compile(%r, %r, 'exec'), d), %s)[1])({})" % (_LOADER, FILENAME, call)

@@ -183,3 +183,73 @@ def lookup(obj, chain, text_limit):
         except Exception:
             return False, None, ()
     return True, obj, describe(obj, 1, text_limit)
+
+
+_SCALARS = (int, float, complex, bool, type(None))
+_SIZED = (str, bytes, bytearray)
+_CONTAINERS = (list, tuple, dict, set, frozenset)
+
+
+def _size(n):
+    """``1.5 MB``: a byte count for people."""
+    for unit in ("bytes", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return ("%d %s" % (n, unit)) if unit == "bytes" else ("%.1f %s" % (n, unit))
+        n /= 1024.0
+
+
+def _short(text, limit):
+    return text if len(text) <= limit else text[:max(limit - 1, 0)] + "\u2026"
+
+
+def summary(obj, text_limit):
+    """A short description of ``obj`` from facts that cost next to nothing to find: no repr of
+    anything but small numbers and the start of a string, no code of the object's own class."""
+    t = type(obj)
+    name = type_name(obj)
+    try:
+        if t in _SCALARS:
+            return _short(repr(obj), text_limit)
+        if t in _SIZED:
+            head = "len {:,}, {}: ".format(len(obj), _size(sys.getsizeof(obj)))
+            return _short(head + repr(obj[:text_limit]), text_limit)
+        if t in _CONTAINERS:
+            return "len {:,}".format(len(obj))
+        if t is types.ModuleType:
+            return _short(str(getattr(obj, "__name__", "")), text_limit)
+        if t in (types.FunctionType, types.BuiltinFunctionType, types.MethodType) or issubclass(t, type):
+            return _short(str(getattr(obj, "__qualname__", "") or ""), text_limit)
+        if name == "numpy.ndarray":
+            return _short("shape %s, %s, %s" % (obj.shape, obj.dtype, _size(obj.nbytes)), text_limit)
+        if name in ("pandas.DataFrame", "pandas.core.frame.DataFrame"):
+            size = int(obj.memory_usage(index=True, deep=False).sum())
+            return _short("shape %s, %s" % (obj.shape, _size(size)), text_limit)
+        if name in ("pandas.Series", "pandas.core.series.Series"):
+            size = int(obj.memory_usage(index=True, deep=False))
+            return _short("len {:,}, {}, {}".format(len(obj), obj.dtype, _size(size)), text_limit)
+    except Exception as exc:
+        return _short("<%s>" % failure(exc), text_limit)
+    return ""
+
+
+def who(namespace, pattern, limit, text_limit):
+    """``%whos`` of a namespace: ``(names, matching, ((name, type, summary), ...))``.
+
+    ``names``: visible names (not starting with ``_``, unless ``pattern`` does);
+    ``matching``: those matching the glob ``pattern`` (all for None); the rows are the
+    first ``limit`` matching names in order, every text cut at ``text_limit``.
+    """
+    import fnmatch
+
+    hidden = not (pattern or "").startswith("_")
+    names = sorted(k for k in list(namespace) if isinstance(k, str) and not (hidden and k.startswith("_")))
+    matching = names if pattern is None else [k for k in names if fnmatch.fnmatchcase(k, pattern)]
+    rows = []
+    for key in matching[:limit]:
+        try:
+            obj = namespace[key]
+        except Exception as exc:
+            rows.append((_short(key, text_limit), "?", _short("<%s>" % failure(exc), text_limit)))
+            continue
+        rows.append((_short(key, text_limit), _short(type_name(obj), text_limit), summary(obj, text_limit)))
+    return len(names), len(matching), tuple(rows)

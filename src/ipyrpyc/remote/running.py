@@ -36,6 +36,17 @@ class Runner:
             return False, None
         return True, eval(compile(last, filename, "eval"), namespace)
 
+    def call(self, source, filename, name, namespace, args, kwargs, items):
+        """Call the function ``name`` (a dotted name in ``namespace``), first defined there from
+        ``source`` when given:
+        ``f(*args, **kwargs)``, or with ``items`` the tuple ``(f(item, *args, **kwargs), ...)``."""
+        if source is not None:
+            self.execute(source, filename, namespace)
+        function = namespace[name] if name in namespace else eval(name, namespace)  # a builtin, a.b
+        if items is None:
+            return function(*args, **kwargs)
+        return tuple(function(item, *args, **kwargs) for item in items)
+
     def forget(self):
         for filename in self.files:
             linecache.cache.pop(filename, None)
