@@ -167,7 +167,7 @@ def test_who_summarises_cheaply_hides_underscores_and_matches_globs():
     assert (names, matching) == (7, 7) and [r[0] for r in rows] == sorted(r[0] for r in rows)
     table = {name: (kind, summary) for name, kind, summary in rows}
     assert table["n"] == ("builtins.int", "42")
-    assert table["text"] == ("builtins.str", "len 5, 54 bytes: 'hello'")
+    assert table["text"] == ("builtins.str", f"len 5, {sys.getsizeof('hello')} bytes: 'hello'")
     assert table["items"] == ("builtins.list", "len 3")
     assert table["arr"] == ("numpy.ndarray", "shape (10, 3), float64, 240 bytes")
     assert table["mod"] == ("builtins.module", "os") and table["f"] == ("builtins.function", "documented")
@@ -312,7 +312,8 @@ def test_who_is_one_call_of_the_helper_on_the_connections_namespace(pair):
     pair.execute("import sys\nvalues = list(range(5))\nlabel = 'hi'")
     names, matching, rows = helper.who(pair.namespace, "[lv]*", 10, 80, 5.0)
     assert (names, matching) == (3, 2)
-    assert rows == (("label", "builtins.str", "len 2, 51 bytes: 'hi'"), ("values", "builtins.list", "len 5"))
+    label = ("label", "builtins.str", f"len 2, {sys.getsizeof('hi')} bytes: 'hi'")
+    assert rows == (label, ("values", "builtins.list", "len 5"))
 
 
 def test_an_interrupt_stops_a_running_request_and_the_connection_answers_after(pair):
