@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.newest_only  # slow, and no version branch of its own
+
 ROOT = Path(__file__).resolve().parents[1]
 RUN = [sys.executable, "-m", "benchmarks.run"]  # from the repository root
 

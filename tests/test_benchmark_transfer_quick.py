@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.newest_only  # slow, and no version branch of its own
+
 ROOT = Path(__file__).resolve().parents[1]
 ROWS = {"array_pull", "array_push", "dataframe_pull", "file_get", "file_put", "compress_R", "compress_Z",
         "latency_pull"}

@@ -35,6 +35,8 @@ from playwright.sync_api import Page, expect, sync_playwright
 
 from tests.support.processes import alive, descendants, free_port, wait_until
 
+pytestmark = pytest.mark.newest_only  # slow, and no version branch of its own
+
 ROOT = Path(__file__).resolve().parent.parent
 SCREENSHOTS = ROOT / "screenshots"
 NOTEBOOK = "01-netrefs-and-exceptions.ipynb"

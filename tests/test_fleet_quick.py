@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.newest_only  # slow, and no version branch of its own
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -240,12 +240,16 @@ VOLATILE = [
     (re.compile(r"^ *[~^]*\^[~^]*\n", re.M), ""),  # a traceback's carets: Python 3.11 on, not the same in each
     (re.compile(r"\b\d[\d,]*(?:\.\d+)? ?(?:ms|s|µs|seconds)\b"), "TIME"),
 ]
+MEMBER_LABEL = re.compile(r"^\[(?:stdout|stderr):[^\]\n]+\]\n", re.M)  # %%rpyc on a group labels output
 TRACE_ROW = re.compile(r"^(\s+\d+  .*?)\s+[\d,]+\s+[\d,]+\s+(?:[\d.,]+|-)$")  # ends: sent, received, ms
 TRACE_TOTALS = re.compile(r"^(\s+\S+\s+\d[\d,]* requests?.*?)\s+[\d.]+ [KM]?B\s+[\d.]+ [KM]?B\s+[\d.,]+$")
 
 
 def normalized_text(text: str) -> str:
     text = ANSI.sub("", text)
+    if MEMBER_LABEL.match(text):  # a cell run on a group: the members' output comes in any order
+        starts = [m.start() for m in MEMBER_LABEL.finditer(text)] + [len(text)]
+        text = "".join(sorted(text[a:b] for a, b in zip(starts, starts[1:])))
     if text.startswith("rpyc trace: "):  # a trace: its requests, not their bytes and milliseconds
         text = "\n".join(TRACE_TOTALS.sub(r"\1", TRACE_ROW.sub(r"\1", line)) for line in text.splitlines())
     for pattern, replacement in VOLATILE:
@@ -600,7 +604,7 @@ def test_notebook_runs_and_shows_what_it_says(name: str, executed) -> None:
         nbformat.write(run.nb, NOTEBOOKS / name)
 
 
-@pytest.mark.stored_outputs
+@pytest.mark.newest_only
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize("name", sorted(EXPECTED_ERRORS))
 def test_a_fresh_run_shows_the_stored_outputs(name: str, executed) -> None:
@@ -608,7 +612,7 @@ def test_a_fresh_run_shows_the_stored_outputs(name: str, executed) -> None:
 
     Outputs depend on the versions that draw them (a DataFrame's class name, numpy's repr, the
     names ``dir()`` lists), so the stored ones come from the newest environment of ``.ci/run`` and
-    this test belongs to it; the floor environment leaves it out (``-m "not stored_outputs"``).
+    this test belongs to it; the floor environment leaves it out (``-m "not newest_only"``).
     """
     if os.environ.get("IPYRPYC_SAVE_NOTEBOOKS") == "1":
         pytest.skip("the outputs are being stored by this run")

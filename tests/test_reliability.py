@@ -673,6 +673,7 @@ for t in threads:
 '''.replace("NAME", NAME)
 
 
+@pytest.mark.newest_only  # a stress run: the same code paths as the rest of this file, for half a minute
 def test_eight_threads_and_cells_for_thirty_seconds(k, server):
     """8 kernel threads call a remote echo through one connection for 30 s (each checks every reply is
     its own; some print remotely) while the main thread runs a cell every 0.5 s that calls and prints
