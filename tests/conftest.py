@@ -7,10 +7,15 @@ checks that it is gone.  The helpers live in ``tests.support``.
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import threading
 from typing import Callable, Iterator, List
 
 import pytest
+import rpyc
+from rpyc.core.service import ClassicClient, SlaveService
+from rpyc.utils.factory import connect_stream
 
 from tests.support import netns
 from tests.support.kernels import Kernel
@@ -49,6 +54,23 @@ def shell():
         ip.config.pop("RpycMagics", None)
         assert not magics.registry.sessions
         assert wait_until(lambda: not (set(children_of(os.getpid())) - before), 10), "a process outlived the test"
+
+
+@pytest.fixture
+def pair() -> Iterator[rpyc.Connection]:
+    """A plain ClassicClient connection to SlaveService (what rpyc_classic serves), served on a
+    thread of this process over a socket pair: the server's side without a server process."""
+    a, b = socket.socketpair()
+    server_conn = SlaveService._connect(rpyc.Channel(rpyc.SocketStream(b)), {})
+    thread = threading.Thread(target=server_conn.serve_all, daemon=True)
+    thread.start()
+    client = connect_stream(rpyc.SocketStream(a), service=ClassicClient)
+    try:
+        yield client
+    finally:
+        client.close()
+        thread.join(5)
+        assert not thread.is_alive()
 
 
 @pytest.fixture

@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import ast
 import os
-import random
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -24,7 +22,7 @@ import pytest
 import rpyc
 
 from tests.support.kernels import Run, fails, ok, run, state_of, usage_error, value
-from tests.support.processes import StockServer, children_of, free_port, pid_alive, wait_until
+from tests.support.processes import StockServer, children_of, pid_alive, quiet_port, wait_until
 
 BOUND = 2.0  # the issue's bound for an interrupt, the next cell, a reconnect
 NAME = "lab"  # a connection name that cannot appear in a message by accident
@@ -57,25 +55,6 @@ def server(tmp_path):
         yield s
     finally:
         s.stop()
-
-
-def port_outside_ephemeral_range() -> int:
-    """A free port that no outgoing connection of a concurrent test can take while our server is down."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 0
-    if low <= 12000:
-        return free_port()
-    for _ in range(100):
-        port = random.randrange(10000, low - 1)
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    return free_port()
 
 
 def connect(kernel, server: LogServer, extra: str = "") -> None:
@@ -256,7 +235,7 @@ def test_killed_server_then_reconnect_to_a_restarted_server(kernel, tmp_path):
     """A killed server gives ConnectionLostError naming the connection, the address and %rpyc_reconnect,
     user variables intact, state lost; %rpyc_reconnect to a server restarted on the same port restores rsys;
     a netref of the old connection raises StaleNetrefError."""
-    port = port_outside_ephemeral_range()
+    port = quiet_port()
     first = LogServer(tmp_path / "first.out", port)
     second = None
     try:

@@ -10,13 +10,11 @@ measures speed.
 
 from __future__ import annotations
 
-import random
 import re
 import socket
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Callable, Iterator, List
 
 import pytest
@@ -28,7 +26,7 @@ from ipyrpyc.errors import GroupError
 from ipyrpyc.groups import Group, Results
 from ipyrpyc.proxy import C2S, DelayProxy
 from tests.support.kernels import Kernel, fails, ok, state_of, usage_error, value
-from tests.support.processes import Listener, StockServer, free_port, stop_process, wait_until
+from tests.support.processes import Listener, StockServer, free_port, quiet_port, stop_process, wait_until
 
 HANDSHAKE = 10  # requests of rpyc's own classic handshake (ClassicClient), measured below
 
@@ -53,23 +51,6 @@ def servers() -> Iterator[Callable[..., List[StockServer]]]:
 
 def addresses(servers: List[StockServer]) -> str:
     return " ".join(s.address for s in servers)
-
-
-def quiet_port() -> int:
-    """A free port outside the ephemeral range: no outgoing connection can take it while our server is down."""
-    try:
-        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        low = 0
-    for _ in range(100):
-        port = random.randrange(10000, max(10001, low - 1))
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    return free_port()
 
 
 class TcpRegistry:
@@ -275,6 +256,16 @@ def test_a_cell_on_named_connections_and_on_all(shell, servers):
     assert dict(shell.run_cell_magic("rpyc", "lab,solo", pid)) == {"lab1": srv[1].pid, "lab2": srv[2].pid,
                                                                   "solo": srv[0].pid}
     assert shell.run_cell_magic("rpyc", "solo", pid) == srv[0].pid  # one name alone: the single path
+
+
+def test_a_cell_that_cannot_be_sent_is_refused_before_any_member_runs_it(shell, servers):
+    srv = servers(2)
+    shell.run_line_magic("rpyc_connect", f"{addresses(srv)} --group lab")
+    for cell, says in [("x = 1\0", r"the cell contains a null character \(\\x00\), .*"),
+                       ("x = '\ud800'", r"the cell contains '\\ud800', a lone surrogate, which UTF-8 source .*")]:
+        with pytest.raises(UsageError, match=says):
+            shell.run_cell_magic("rpyc", "lab", cell)
+    assert dict(shell.run_cell_magic("rpyc", "lab", "'x' in globals()")) == {"lab1": False, "lab2": False}
 
 
 def test_netref_values_are_displayed_in_one_request_each_all_at_once(shell, servers):

@@ -11,7 +11,6 @@ import glob
 import io
 import linecache
 import os
-import socket
 import subprocess
 import sys
 import threading
@@ -20,8 +19,6 @@ from pathlib import Path
 
 import pytest
 import rpyc
-from rpyc.core.service import ClassicClient, SlaveService
-from rpyc.utils.factory import connect_stream
 
 from ipyrpyc import remote
 from ipyrpyc.helper import OutputSink, RemoteHelper
@@ -266,22 +263,6 @@ def test_router_routes_only_registered_threads_and_leaves_the_streams_as_they_we
 
 
 # -- on a served connection -------------------------------------------------------------------------
-@pytest.fixture
-def pair():
-    """A ClassicClient connection to SlaveService served on a thread of this process."""
-    a, b = socket.socketpair()
-    server_conn = SlaveService._connect(rpyc.Channel(rpyc.SocketStream(b)), {})
-    thread = threading.Thread(target=server_conn.serve_all, daemon=True)
-    thread.start()
-    client = connect_stream(rpyc.SocketStream(a), service=ClassicClient)
-    try:
-        yield client
-    finally:
-        client.close()
-        thread.join(5)
-        assert not thread.is_alive()
-
-
 def test_started_program_leaves_nothing_once_its_connection_closes(pair):
     helper, modules = RemoteHelper.install(pair, ["os", "no_such_module"])
     assert modules["os"].getpid() == os.getpid()

@@ -17,7 +17,6 @@ import fractions
 import hashlib
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -29,8 +28,6 @@ import pandas as pd
 import pytest
 import rpyc
 from IPython.core.error import UsageError
-from rpyc.core.service import ClassicClient, SlaveService
-from rpyc.utils.factory import connect_stream
 
 import ipyrpyc
 from ipyrpyc import transfer
@@ -40,22 +37,6 @@ from ipyrpyc.remote import codec
 from ipyrpyc.remote.bulk import TEMP_MARK, safe_parts
 from ipyrpyc.wire import RequestCounter
 from tests.support.processes import StockServer, wait_until
-
-
-@pytest.fixture
-def pair():
-    """A plain ClassicClient connection to SlaveService served on a thread of this process."""
-    a, b = socket.socketpair()
-    server_conn = SlaveService._connect(rpyc.Channel(rpyc.SocketStream(b)), {})
-    thread = threading.Thread(target=server_conn.serve_all, daemon=True)
-    thread.start()
-    client = connect_stream(rpyc.SocketStream(a), service=ClassicClient)
-    try:
-        yield client
-    finally:
-        client.close()
-        thread.join(5)
-        assert not thread.is_alive()
 
 
 def assert_same(a, b):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import html
 from typing import Any, List, Optional, Tuple
 
 from IPython.core.error import UsageError
@@ -22,40 +21,22 @@ from .arguments import (
 from .errors import ConnectError
 from .registry import Registry, warn
 from .session import Session
+from .text import Table
 from .transport import Target, make_target
 
 DEFAULT_NAME = "conn"  # the connection %rpyc_connect opens without --name
 
-class ConnectionTable:
+class ConnectionTable(Table):
     """What ``%rpyc_connections`` shows: HTML in notebooks, text in terminals."""
 
     columns = ("name", "address", "state", "latency", "server", "injected", "trusted")
+    empty = "No open rpyc connections."
+    css_class = "ipyrpyc-connections"
 
     def __init__(self, rows: List[Tuple[str, ...]]) -> None:
-        self.rows = rows
+        super().__init__(rows)
         if rows and len(rows[0]) > len(self.columns):
             self.columns = (*self.columns, "group")  # while a group is open
-
-    def __repr__(self) -> str:
-        if not self.rows:
-            return "No open rpyc connections."
-        table = [self.columns, *self.rows]
-        widths = [max(len(r[i]) for r in table) for i in range(len(self.columns))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self))
-
-    def _repr_html_(self) -> str:
-        if not self.rows:
-            return "<p>No open rpyc connections.</p>"
-        head = "".join(f"<th>{c}</th>" for c in self.columns)
-        body = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self.rows
-        )
-        return f'<table class="ipyrpyc-connections"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 @magics_class

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import html
 import sys
 import time
 from typing import Any, Dict, List, Optional, Sequence, Tuple
@@ -16,45 +15,18 @@ from IPython.core.magic_arguments import argument, magic_arguments
 from IPython.lib import pretty
 
 from . import _rpyc, discovery, transfer
-from .arguments import DEFAULT_PORT, check_identifier, check_timeout, format_hostport, names_list, parse, parse_address
+from .arguments import DEFAULT_PORT, check_identifier, check_timeout, format_hostport, parse, parse_address
 from .display import Limits, remote_bundles
 from .errors import DiscoveryError
 from .groups import Group, Results, Runner, member_names, open_all
 from .magics import MagicsPart, RpycMagics
+from .magics_run import checked_cell
 from .session import Session
+from .text import Table
 
 CELL_CHARS = 1000  # a value in the results table is cut after this many characters
 CELL_LINES = 10  # … or lines
 _MISSING = object()
-
-
-class Table:
-    """Rows under column names: HTML in notebooks, aligned text in terminals."""
-
-    columns: Tuple[str, ...] = ()
-    empty = "Nothing to show."
-
-    def __init__(self, rows: List[Tuple[str, ...]]) -> None:
-        self.rows = rows
-
-    def __repr__(self) -> str:
-        if not self.rows:
-            return self.empty
-        table = [self.columns, *self.rows]
-        widths = [max(len(r[i]) for r in table) for i in range(len(self.columns))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in table]
-        lines.insert(1, "  ".join("-" * w for w in widths))
-        return "\n".join(lines)
-
-    def _repr_pretty_(self, p: Any, cycle: bool) -> None:
-        p.text(repr(self))
-
-    def _repr_html_(self) -> str:
-        if not self.rows:
-            return f"<p>{html.escape(self.empty)}</p>"
-        head = "".join(f"<th>{c}</th>" for c in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>" for row in self.rows)
-        return f'<table class="ipyrpyc-table"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>'
 
 
 class DiscoveredServers(Table):
@@ -319,14 +291,7 @@ class GroupMagics(MagicsPart):
     def run_cell(self, args: argparse.Namespace, cell: str) -> Any:
         """``%%rpyc`` on several connections at once (see ``RunMagics.rpyc``)."""
         sessions = self.members(args)
-        try:
-            push = names_list(args.push, "--push")
-            pull = names_list(args.pull, "--pull")
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        check_timeout(args.timeout)
-        if "\0" in cell:
-            raise UsageError("the cell contains a null character (\\x00), which Python source cannot contain")
+        push, pull = checked_cell(args, cell)
         values = {}
         trusted = all(s.target.trust for s in sessions)
         for name in push:  # all checked before anything is sent

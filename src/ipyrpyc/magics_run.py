@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import Any, List, Tuple
 
 from IPython.core.error import UsageError
 from IPython.core.magic import cell_magic, line_magic, magics_class
@@ -13,6 +13,25 @@ from . import _rpyc, transfer
 from .arguments import check_timeout, names_list, parse
 from .errors import TransferError
 from .magics import MagicsPart
+
+
+def checked_cell(args: Any, cell: str) -> Tuple[List[str], List[str]]:
+    """The ``--push`` and ``--pull`` names of a ``%%rpyc`` cell, after checking its arguments and its
+    source (a ``UsageError`` for anything that cannot be sent)."""
+    try:
+        push = names_list(args.push, "--push")
+        pull = names_list(args.pull, "--pull")
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    check_timeout(args.timeout)
+    if "\0" in cell:
+        raise UsageError("the cell contains a null character (\\x00), which Python source cannot contain")
+    try:
+        cell.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise UsageError(f"the cell contains {cell[e.start]!r}, a lone surrogate, which UTF-8 source cannot "
+                         "contain") from None
+    return push, pull
 
 
 @magics_class
@@ -60,19 +79,7 @@ class RunMagics(MagicsPart):
             raise UsageError(f"{session.name} is not connected: %rpyc_reconnect {session.name}")
         if session.helper is None:
             raise UsageError(f"{session.address} cannot run ipyrpyc's helper, so %%rpyc is not available there")
-        try:
-            push = names_list(args.push, "--push")
-            pull = names_list(args.pull, "--pull")
-        except ValueError as e:
-            raise UsageError(str(e)) from None
-        check_timeout(args.timeout)
-        if "\0" in cell:
-            raise UsageError("the cell contains a null character (\\x00), which Python source cannot contain")
-        try:
-            cell.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise UsageError(f"the cell contains {cell[e.start]!r}, a lone surrogate, which UTF-8 source cannot "
-                             "contain") from None
+        push, pull = checked_cell(args, cell)
         try:
             link = transfer.link_of(session.conn) if push or pull else None
         except TransferError as e:

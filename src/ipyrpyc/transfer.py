@@ -708,14 +708,8 @@ def _receive_files(link: Link, top: str, plan: List[Tuple[Tuple[str, ...], str, 
 
     bar = Progress(total, _remote_name(top) if len(plan) == 1 else label, progress)
     try:
-        with _tuned(link, compress):
-            Pipeline(link, bar, f"the copy of {label}").run(requests())
-    except BaseException as e:
-        if tids:
-            _forget(link, tids[-1])
-        raise _one_line(e, link, label) from None
+        _copy_files(link, bar, f"the copy of {label}", requests(), tids, label, compress)
     finally:
-        bar.close()
         if state["file"] is not None:
             state["file"].discard()
     return state["digest"]
@@ -792,6 +786,21 @@ def _join_remote(directory: str, name: str) -> str:
     return directory.rstrip("/\\") + sep + name
 
 
+def _copy_files(link: Link, bar: Progress, what: str, requests: Iterator, tids: List[str], label: str,
+                compress: bool) -> None:
+    """Run a file copy's requests through the pipeline; on any failure the server forgets the file
+    being written and the error becomes one line naming ``label``."""
+    try:
+        with _tuned(link, compress):
+            Pipeline(link, bar, what).run(requests)
+    except BaseException as e:
+        if tids:
+            _forget(link, tids[-1])
+        raise _one_line(e, link, label) from None
+    finally:
+        bar.close()
+
+
 def _walk_local(top: str) -> Iterator[Tuple[Tuple[str, ...], str, os.stat_result]]:
     """Every entry under ``top`` (links followed, each directory once), parents first."""
     seen = set()
@@ -857,15 +866,7 @@ def _send_files(link: Link, top: str, dirs: List[Tuple[Tuple[str, ...], int, int
             yield "set_times", (top, tuple((parts, mtime) for parts, mtime, _ in reversed(dirs))), 0, None
 
     bar = Progress(total, os.path.basename(plan[0][1]) if len(plan) == 1 and not dirs else label, progress)
-    try:
-        with _tuned(link, compress):
-            Pipeline(link, bar, f"the copy to {label}").run(requests())
-    except BaseException as e:
-        if tids:
-            _forget(link, tids[-1])
-        raise _one_line(e, link, label) from None
-    finally:
-        bar.close()
+    _copy_files(link, bar, f"the copy to {label}", requests(), tids, label, compress)
     return state["digest"]
 
 

@@ -162,6 +162,28 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def quiet_port() -> int:
+    """A free port outside the ephemeral range: no outgoing connection of a concurrent test can take it
+    while the server a test restarts on it is down."""
+    import random
+
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 0
+    if low <= 12000:
+        return free_port()
+    for _ in range(100):
+        port = random.randrange(10000, low - 1)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
+
+
 # -- servers -----------------------------------------------------------------------------------
 class StockServer:
     """``rpyc_classic`` from the installed rpyc (nothing of ours) on 127.0.0.1, free port.
